@@ -1,0 +1,235 @@
+//! Pulling an image: resolve the manifest for this platform, fetch the config, then
+//! fetch and extract the missing layers several at a time, and name the image last.
+use super::manifest::{self, choose_platform, Parsed, PlatformSpec};
+use super::progress::{Progress, ProgressReader};
+use super::reference::{is_valid_digest, Reference};
+use super::registry::{read_limited, RegistryClient, MAX_DOCUMENT};
+use crate::layers::extract::{ExtractOptions, Ownership};
+use crate::layers::images::tag_manifest;
+use crate::layers::ingest::{ingest_layer, Compression, LayerTarget};
+use crate::layers::store::{chain_ids, sha256_digest, Store, TmpArea};
+use crate::ns::idmap::IdMapping;
+use anyhow::{bail, Context, Result};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+const PARALLEL_LAYERS: usize = 3;
+
+pub struct PullOptions {
+    pub platform: Option<PlatformSpec>,
+    pub quiet: bool,
+}
+
+pub struct Pulled {
+    pub manifest_digest: String,
+    pub config_digest: String,
+}
+
+pub fn extract_options(ids: &IdMapping) -> ExtractOptions {
+    ExtractOptions {
+        ownership: if ids.keeps_owners() { Ownership::Keep } else { Ownership::Ignore },
+        // Files that would belong to the real root stay without setuid/setgid bits.
+        strip_setid: ids.host_uid(0) == Some(0),
+    }
+}
+
+pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOptions) -> Result<Pulled> {
+    let progress = Progress::new(opts.quiet);
+    let name = reference.to_string();
+    progress.message(&format!("Trying to pull {}...", name));
+    let client = RegistryClient::new(reference)?;
+    let want = opts.platform.clone().unwrap_or_else(PlatformSpec::host);
+
+    let (manifest_bytes, manifest_type, manifest_digest) = resolve_manifest(&client, reference, &want)?;
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).context("parsing the image manifest")?;
+    let config_desc = manifest.config();
+    let config_digest = config_desc.digest().to_string();
+    let config_bytes = fetch_document(&client, config_desc, &format!("config of {}", name))?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("{}: malformed image config", name))?;
+    if let Some(p) = &opts.platform {
+        let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+        if os != p.os || arch != p.arch {
+            bail!("{} is for {}/{}, not the requested {}", name, os, arch, p);
+        }
+    }
+    let diff_ids: Vec<String> = config.rootfs().diff_ids().to_vec();
+    if diff_ids.len() != manifest.layers().len() {
+        bail!("{}: manifest has {} layers but config lists {} diff ids", name, manifest.layers().len(), diff_ids.len());
+    }
+    for d in diff_ids.iter() {
+        if !is_valid_digest(d) {
+            bail!("{}: image config has an invalid diff id {:?}", name, d);
+        }
+    }
+    let chains = chain_ids(&diff_ids);
+
+    let _writers = store.lock_writers()?;
+    let tmp = store.tmp_area()?;
+    let mut jobs = Vec::new();
+    for (i, layer) in manifest.layers().iter().enumerate() {
+        let digest = layer.digest().to_string();
+        if !is_valid_digest(&digest) {
+            bail!("{}: manifest names an invalid layer digest {:?}", name, digest);
+        }
+        let compression = Compression::from_media_type(&layer.media_type().to_string())
+            .with_context(|| format!("{}: layer {}", name, digest))?;
+        if store.has_layer(&chains[i]) {
+            progress.message(&format!("Layer {} already present", short(&digest)));
+        } else {
+            jobs.push(Job { index: i, layer: layer.clone(), compression });
+        }
+    }
+
+    let xopts = extract_options(ids);
+    run_jobs(store, &tmp, &client, &progress, &jobs, &diff_ids, &chains, &xopts)?;
+
+    store.write_blob(&config_digest, &config_bytes)?;
+    store.write_blob(&manifest_digest, &manifest_bytes)?;
+    let desc = Descriptor::new(
+        manifest_type.as_str().into(),
+        manifest_bytes.len() as u64,
+        manifest_digest.parse::<oci_spec::image::Digest>()?,
+    );
+    tag_manifest(store, desc, &name)?;
+    progress.message(&format!("Digest: {}", manifest_digest));
+    Ok(Pulled { manifest_digest, config_digest })
+}
+
+struct Job {
+    index: usize,
+    layer: Descriptor,
+    compression: Compression,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_jobs(
+    store: &Store,
+    tmp: &TmpArea,
+    client: &RegistryClient,
+    progress: &Progress,
+    jobs: &[Job],
+    diff_ids: &[String],
+    chains: &[String],
+    xopts: &ExtractOptions,
+) -> Result<()> {
+    let next = Mutex::new(jobs.iter());
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Some(job) = next.lock().unwrap().next() else { return };
+                if let Err(e) = fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts) {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                    return;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fetch_layer(
+    store: &Store,
+    tmp: &TmpArea,
+    client: &RegistryClient,
+    progress: &Progress,
+    job: &Job,
+    diff_ids: &[String],
+    chains: &[String],
+    xopts: &ExtractOptions,
+) -> Result<()> {
+    let digest = job.layer.digest().to_string();
+    let chain = &chains[job.index];
+    let _lock = store.lock_layer(chain)?;
+    if store.has_layer(chain) {
+        progress.message(&format!("Layer {} already present", short(&digest)));
+        return Ok(());
+    }
+    let target = LayerTarget {
+        blob_digest: &digest,
+        blob_size: job.layer.size(),
+        compression: job.compression,
+        diff_id: &diff_ids[job.index],
+        chain_id: chain,
+        parent: job.index.checked_sub(1).map(|p| chains[p].as_str()),
+    };
+    let transfer = progress.transfer(&format!("Layer {}", short(&digest)), job.layer.size());
+    if store.has_blob(&digest) {
+        let file = std::fs::File::open(store.blob_path(&digest)?)?;
+        ingest_layer(store, tmp, file, &target, false, xopts)?;
+        transfer.finish("extracted from the stored blob");
+    } else {
+        let resp = client.get_blob(&digest)?;
+        let reader = ProgressReader { inner: resp, transfer: &transfer };
+        ingest_layer(store, tmp, reader, &target, true, xopts)?;
+        transfer.finish("done");
+    }
+    Ok(())
+}
+
+/// Fetches the manifest for `reference`, going through an index to this platform's entry.
+fn resolve_manifest(client: &RegistryClient, reference: &Reference, want: &PlatformSpec) -> Result<(Vec<u8>, String, String)> {
+    let name = reference.to_string();
+    let top = client.get_manifest(reference.digest.as_deref().unwrap_or_else(|| reference.tag_or_latest()))?;
+    match manifest::parse(&top.bytes, &top.media_type, &name)? {
+        Parsed::Manifest(m) => Ok((top.bytes, media_type_of(&m, &top.media_type), top.digest)),
+        Parsed::Index(index) => {
+            let entry = choose_platform(&index, want, &name)?;
+            let digest = entry.digest().to_string();
+            if !is_valid_digest(&digest) {
+                bail!("{}: index names an invalid manifest digest {:?}", name, digest);
+            }
+            let doc = client.get_manifest(&digest)?;
+            if doc.bytes.len() as u64 != entry.size() {
+                bail!("{}: manifest {} has {} bytes, the index says {}", name, digest, doc.bytes.len(), entry.size());
+            }
+            match manifest::parse(&doc.bytes, &doc.media_type, &name)? {
+                Parsed::Manifest(m) => {
+                    let mt = media_type_of(&m, &doc.media_type);
+                    Ok((doc.bytes, mt, digest))
+                }
+                Parsed::Index(_) => bail!("{}: index entry {} is another index; refused", name, digest),
+            }
+        }
+    }
+}
+
+fn media_type_of(m: &ImageManifest, served: &str) -> String {
+    m.media_type()
+        .as_ref()
+        .map(|t| t.to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| if served.is_empty() { manifest::OCI_MANIFEST.to_string() } else { served.to_string() })
+}
+
+/// Fetches a small blob (a config), checking size and digest.
+fn fetch_document(client: &RegistryClient, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    let digest = desc.digest().to_string();
+    if !is_valid_digest(&digest) {
+        bail!("{}: invalid digest {:?}", what, digest);
+    }
+    if desc.size() > MAX_DOCUMENT {
+        bail!("{}: {} bytes is over the {} byte limit", what, desc.size(), MAX_DOCUMENT);
+    }
+    let bytes = read_limited(client.get_blob(&digest)?, MAX_DOCUMENT, what)?;
+    if bytes.len() as u64 != desc.size() || sha256_digest(&bytes) != digest {
+        bail!("{}: registry sent content that does not match {}", what, digest);
+    }
+    Ok(bytes)
+}
+
+pub fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}

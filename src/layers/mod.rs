@@ -1,0 +1,6 @@
+//! The content-addressed store, safe layer extraction, image records and garbage collection.
+pub mod extract;
+pub mod gc;
+pub mod images;
+pub mod ingest;
+pub mod store;

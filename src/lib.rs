@@ -1,0 +1,7 @@
+//! husk: a daemonless, rootless container tool.
+pub mod cmd;
+pub mod fetch;
+pub mod layers;
+pub mod ns;
+pub mod cgroup;
+pub mod util;

@@ -1,0 +1,81 @@
+use clap::{CommandFactory, Parser, Subcommand};
+use husk::cmd::{self, Ctx};
+use std::path::PathBuf;
+
+/// Daemonless, rootless containers in one binary
+#[derive(Parser, Debug)]
+#[command(name = "husk", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Store directory (default $XDG_DATA_HOME/husk, i.e. ~/.local/share/husk)
+    #[arg(long, global = true, env = "HUSK_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Pull(cmd::pull::PullArgs),
+    Images(cmd::images::ImagesArgs),
+    Rmi(cmd::rmi::RmiArgs),
+    Tag(cmd::tag::TagArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage husk's storage
+    #[command(subcommand)]
+    System(cmd::system::SystemCmd),
+    /// Show husk's configuration: store, id mapping
+    Info,
+    Login(cmd::login::LoginArgs),
+    Logout(cmd::login::LogoutArgs),
+    /// Write the man pages into DIR
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    Inspect(cmd::image_inspect::ImageInspectArgs),
+    /// List images
+    Ls(cmd::images::ImagesArgs),
+    Pull(cmd::pull::PullArgs),
+    /// Remove images
+    Rm(cmd::rmi::RmiArgs),
+    Tag(cmd::tag::TagArgs),
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let ctx = Ctx::new(cli.root)?;
+    match cli.command {
+        Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => cmd::pull::run(&ctx, a),
+        Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
+        Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
+        Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
+        Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
+        Command::System(c) => cmd::system::run(&ctx, c),
+        Command::Info => cmd::info::run(&ctx),
+        Command::Login(a) => cmd::login::login(&ctx, a),
+        Command::Logout(a) => cmd::login::logout(&ctx, a),
+        Command::GenerateMan { dir } => cmd::man::generate(Cli::command(), &dir).map(|_| 0),
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {:#}", e);
+            125
+        }
+    };
+    std::process::exit(code);
+}

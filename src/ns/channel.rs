@@ -1,0 +1,69 @@
+//! Typed messages between a process and the children it forks, over one socket.
+//! Each step of a protocol is a method named for its intent; nothing else writes bytes.
+use anyhow::{bail, Context, Result};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    /// The process has unshared its user namespace and waits for its id maps.
+    UserNamespaceReady,
+    /// The id maps were written (Ok) or could not be (Err with the reason).
+    IdMapsDone(Result<(), String>),
+}
+
+pub struct Channel {
+    stream: UnixStream,
+}
+
+impl Channel {
+    pub fn pair() -> Result<(Channel, Channel)> {
+        let (a, b) = UnixStream::pair().context("creating a socket pair")?;
+        Ok((Channel { stream: a }, Channel { stream: b }))
+    }
+
+    fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        let body = serde_json::to_vec(msg)?;
+        let len = u32::try_from(body.len()).context("message too large")?;
+        self.stream.write_all(&len.to_le_bytes())?;
+        self.stream.write_all(&body)?;
+        Ok(())
+    }
+
+    fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).context("the other side of the channel went away")?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > 1 << 20 {
+            bail!("channel message of {} bytes refused", len);
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Tells the id-map helper that the user namespace exists.
+    pub fn request_id_maps(&mut self) -> Result<()> {
+        self.send(&Message::UserNamespaceReady)
+    }
+
+    pub fn wait_for_id_map_request(&mut self) -> Result<()> {
+        match self.recv()? {
+            Message::UserNamespaceReady => Ok(()),
+            other => bail!("unexpected message {:?} while waiting for the id map request", other),
+        }
+    }
+
+    pub fn report_id_maps(&mut self, result: Result<(), String>) -> Result<()> {
+        self.send(&Message::IdMapsDone(result))
+    }
+
+    pub fn wait_for_id_maps(&mut self) -> Result<()> {
+        match self.recv()? {
+            Message::IdMapsDone(Ok(())) => Ok(()),
+            Message::IdMapsDone(Err(e)) => bail!("{}", e),
+            other => bail!("unexpected message {:?} while waiting for id maps", other),
+        }
+    }
+}

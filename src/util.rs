@@ -1,0 +1,227 @@
+//! Small filesystem helpers shared by the store and the command layer.
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique to this process and call, for temp files beside their final place.
+pub fn unique_suffix() -> String {
+    let n = NONCE.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{}-{:x}", std::process::id(), n, t)
+}
+
+/// Writes `data` to `path` through a temp file in the same directory, fsynced and renamed,
+/// so readers see either the old or the new content, never a torn one.
+pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().context("atomic_write: path has no parent")?;
+    let name = path.file_name().context("atomic_write: path has no file name")?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), unique_suffix()));
+    let result = (|| -> Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// An flock(2) held on a lock file until dropped.
+pub struct FileLock {
+    _lock: Flock<File>,
+}
+
+impl FileLock {
+    fn open(path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock {}", path.display()))
+    }
+
+    pub fn exclusive(path: &Path) -> Result<FileLock> {
+        Self::take(path, FlockArg::LockExclusive)
+    }
+
+    pub fn shared(path: &Path) -> Result<FileLock> {
+        Self::take(path, FlockArg::LockShared)
+    }
+
+    /// Takes the lock without waiting; `None` when another process holds it.
+    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
+        match Flock::lock(Self::open(path)?, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(FileLock { _lock: l })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    fn take(path: &Path, arg: FlockArg) -> Result<FileLock> {
+        loop {
+            match Flock::lock(Self::open(path)?, arg) {
+                Ok(l) => return Ok(FileLock { _lock: l }),
+                Err((_, nix::errno::Errno::EINTR)) => continue,
+                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+            }
+        }
+    }
+}
+
+/// `$XDG_<kind>_HOME` or `$HOME/<fallback>`.
+pub fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf> {
+    if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(v));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("HOME is not set; set HOME, XDG_DATA_HOME or --root")?;
+    Ok(PathBuf::from(home).join(fallback))
+}
+
+/// Removes a tree that may hold read-only directories.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if meta.is_dir() {
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(path) {
+                for e in rd.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Human size as Docker prints it (base 1000): "5.59MB", "121MB".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{}B", bytes)
+    } else if v < 10.0 {
+        format!("{:.2}{}", v, UNITS[u])
+    } else if v < 100.0 {
+        format!("{:.1}{}", v, UNITS[u])
+    } else {
+        format!("{:.0}{}", v, UNITS[u])
+    }
+}
+
+/// "2 minutes ago" as Docker prints it.
+pub fn human_ago(then: std::time::SystemTime) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(then)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (n, unit) = match secs {
+        0 => return "Less than a second ago".into(),
+        s if s < 60 => (s, "second"),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86400 => (s / 3600, "hour"),
+        s if s < 86400 * 7 => (s / 86400, "day"),
+        s if s < 86400 * 30 => (s / (86400 * 7), "week"),
+        s if s < 86400 * 365 => (s / (86400 * 30), "month"),
+        s => (s / (86400 * 365), "year"),
+    };
+    match n {
+        1 if unit == "hour" => "About an hour ago".into(),
+        1 => format!("1 {} ago", unit),
+        n => format!("{} {}s ago", n, unit),
+    }
+}
+
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(5_590_000), "5.59MB");
+        assert_eq!(human_size(121_000_000), "121MB");
+        assert_eq!(human_size(45_500_000), "45.5MB");
+    }
+}
+
+/// Parses an RFC 3339 time ("2024-05-01T12:00:00.123Z", "...+02:00") to a SystemTime.
+pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
+            let sign = if r.starts_with('-') { -1 } else { 1 };
+            sign * (r[1..3].parse::<i64>().ok()? * 3600 + r[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
+    if secs >= 0 {
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+    } else {
+        Some(std::time::UNIX_EPOCH)
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn rfc3339_to_epoch() {
+        let t = super::parse_rfc3339("2024-05-01T12:00:00.5Z").unwrap();
+        assert_eq!(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1714564800);
+        let t = super::parse_rfc3339("2024-05-01T14:00:00+02:00").unwrap();
+        assert_eq!(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1714564800);
+        assert!(super::parse_rfc3339("yesterday").is_none());
+    }
+}
