@@ -5,12 +5,13 @@ use super::progress::{Progress, ProgressReader};
 use super::reference::{is_valid_digest, Reference};
 use super::registry::{read_limited, RegistryClient, MAX_DOCUMENT};
 use crate::layers::extract::{ExtractOptions, Ownership};
-use crate::layers::images::tag_manifest;
+use crate::layers::images::{parse_config, tag_manifest};
 use crate::layers::ingest::{ingest_layer, Compression, LayerTarget};
-use crate::layers::store::{chain_ids, sha256_digest, Store, TmpArea};
+use crate::layers::gc::remove_unreferenced;
+use crate::layers::store::{chain_ids, sha256_digest, LayerInfo, Store, TmpArea};
 use crate::ns::idmap::IdMapping;
 use anyhow::{bail, Context, Result};
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use oci_spec::image::{Descriptor, ImageManifest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -46,7 +47,7 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     let config_desc = manifest.config();
     let config_digest = config_desc.digest().to_string();
     let config_bytes = fetch_document(&client, config_desc, &format!("config of {}", name))?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+    let config = parse_config(&config_bytes)
         .with_context(|| format!("{}: malformed image config", name))?;
     if let Some(p) = &opts.platform {
         let (os, arch) = (config.os().to_string(), config.architecture().to_string());
@@ -83,7 +84,15 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     }
 
     let xopts = extract_options(ids);
-    run_jobs(store, &tmp, &client, &progress, &jobs, &diff_ids, &chains, &xopts)?;
+    let committed = Mutex::new(Vec::new());
+    if let Err(e) = run_jobs(store, &tmp, &client, &progress, &jobs, &diff_ids, &chains, &xopts, &committed) {
+        // A failed pull leaves nothing new behind. Layers it stored are removed unless an
+        // image uses them by now; the gc lock waits for other pulls that may be about to.
+        drop(_writers);
+        let _gc = store.lock_gc()?;
+        remove_unreferenced(store, &tmp, &committed.into_inner().unwrap())?;
+        return Err(e);
+    }
 
     store.write_blob(&config_digest, &config_bytes)?;
     store.write_blob(&manifest_digest, &manifest_bytes)?;
@@ -113,6 +122,7 @@ fn run_jobs(
     diff_ids: &[String],
     chains: &[String],
     xopts: &ExtractOptions,
+    committed: &Mutex<Vec<LayerInfo>>,
 ) -> Result<()> {
     let next = Mutex::new(jobs.iter());
     let failed = AtomicBool::new(false);
@@ -124,10 +134,14 @@ fn run_jobs(
                     return;
                 }
                 let Some(job) = next.lock().unwrap().next() else { return };
-                if let Err(e) = fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts) {
-                    failed.store(true, Ordering::Relaxed);
-                    first_error.lock().unwrap().get_or_insert(e);
-                    return;
+                match fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts) {
+                    Ok(Some(info)) => committed.lock().unwrap().push(info),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
                 }
             });
         }
@@ -148,13 +162,13 @@ fn fetch_layer(
     diff_ids: &[String],
     chains: &[String],
     xopts: &ExtractOptions,
-) -> Result<()> {
+) -> Result<Option<LayerInfo>> {
     let digest = job.layer.digest().to_string();
     let chain = &chains[job.index];
     let _lock = store.lock_layer(chain)?;
     if store.has_layer(chain) {
         progress.message(&format!("Layer {} already present", short(&digest)));
-        return Ok(());
+        return Ok(None);
     }
     let target = LayerTarget {
         blob_digest: &digest,
@@ -165,17 +179,20 @@ fn fetch_layer(
         parent: job.index.checked_sub(1).map(|p| chains[p].as_str()),
     };
     let transfer = progress.transfer(&format!("Layer {}", short(&digest)), job.layer.size());
-    if store.has_blob(&digest) {
+    let info = if store.has_blob(&digest) {
         let file = std::fs::File::open(store.blob_path(&digest)?)?;
-        ingest_layer(store, tmp, file, &target, false, xopts)?;
+        let mut info = ingest_layer(store, tmp, file, &target, false, xopts)?;
         transfer.finish("extracted from the stored blob");
+        info.blob.clear(); // the blob was there before this pull
+        info
     } else {
         let resp = client.get_blob(&digest)?;
         let reader = ProgressReader { inner: resp, transfer: &transfer };
-        ingest_layer(store, tmp, reader, &target, true, xopts)?;
+        let info = ingest_layer(store, tmp, reader, &target, true, xopts)?;
         transfer.finish("done");
-    }
-    Ok(())
+        info
+    };
+    Ok(Some(info))
 }
 
 /// Fetches the manifest for `reference`, going through an index to this platform's entry.

@@ -99,7 +99,9 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let bytes = read_limited(resp, MAX_DOCUMENT, "manifest")?;
+        let sep = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
+        let what = format!("manifest {}/{}{}{}", self.registry, self.repository, sep, tag_or_digest);
+        let bytes = read_limited(resp, MAX_DOCUMENT, &what)?;
         let digest = crate::layers::store::sha256_digest(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest != tag_or_digest {
             bail!("registry {} sent a manifest that does not match its digest {} (got {})", self.registry, tag_or_digest, digest);
@@ -251,13 +253,13 @@ impl RegistryClient {
 pub fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
         if len > limit {
-            bail!("{} of {} bytes refused (limit {})", what, len, limit);
+            bail!("{}: {} bytes refused (limit {})", what, len, limit);
         }
     }
     let mut buf = Vec::new();
     resp.take(limit + 1).read_to_end(&mut buf).with_context(|| format!("reading {}", what))?;
     if buf.len() as u64 > limit {
-        bail!("{} larger than {} bytes refused", what, limit);
+        bail!("{}: larger than {} bytes, refused", what, limit);
     }
     Ok(buf)
 }

@@ -32,6 +32,16 @@ impl ImageRecord {
     }
 }
 
+/// Parses an image config. `history` is optional in the OCI spec but required by
+/// oci-spec 0.7's type, so an absent one is read as empty (the stored bytes are untouched).
+pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("history").or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
 }
@@ -40,7 +50,7 @@ fn load(store: &Store, manifest_digest: &str, media_type: String, names: Vec<Str
     let manifest: ImageManifest = serde_json::from_slice(&store.read_blob(manifest_digest)?)
         .with_context(|| format!("parsing stored manifest {}", manifest_digest))?;
     let config_digest = manifest.config().digest().to_string();
-    let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&config_digest)?)
+    let config = parse_config(&store.read_blob(&config_digest)?)
         .with_context(|| format!("parsing stored config {}", config_digest))?;
     let diff_ids = config.rootfs().diff_ids().to_vec();
     Ok(ImageRecord {

@@ -1,11 +1,12 @@
 //! Turning one compressed layer stream into a stored blob and an extracted layer in a
 //! single pass: hash the compressed bytes, keep them, decompress, hash the tar, extract.
 //! Nothing becomes visible until both digests and the size were checked.
-use super::extract::{extract_layer, ExtractOptions, ExtractStats};
+use super::extract::{extract_layer, ExtractOptions};
 use super::store::{hex_of, HashingReader, LayerInfo, Store, TmpArea};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
+use std::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -60,10 +61,13 @@ impl<R: Read> Read for Tee<'_, R> {
 
 /// Ingests one layer from `source` (the compressed blob). With `keep_blob`, the blob
 /// is stored as well. Call with the layer's lock held.
+///
+/// Two threads share the work: one reads, hashes, keeps and decompresses the blob,
+/// the other hashes the tar stream and extracts it.
 pub fn ingest_layer(
     store: &Store,
     tmp: &TmpArea,
-    source: impl Read,
+    source: impl Read + Send,
     target: &LayerTarget,
     keep_blob: bool,
     opts: &ExtractOptions,
@@ -73,22 +77,23 @@ pub fn ingest_layer(
     fs::create_dir(&layer_tmp)?;
     fs::create_dir(layer_tmp.join("diff"))?;
     let blob_tmp = tmp.path(&format!("blob-{}", hex_of(target.blob_digest)?));
-    let mut blob_out = if keep_blob {
+    let blob_out = if keep_blob {
         Some(BufWriter::with_capacity(1 << 20, File::create(&blob_tmp).context("creating a temp blob")?))
     } else {
         None
     };
 
-    let mut compressed = HashingReader::new(source, target.blob_size);
-    let extracted = {
-        let mut tee = Tee { inner: &mut compressed, out: blob_out.as_mut() };
-        let result = decompress_and_extract(&mut tee, target.compression, &layer_tmp.join("diff"), opts);
-        // Whatever happened, read the rest so the blob's digest can tell a corrupt
-        // download from a bad layer.
-        let drained = std::io::copy(&mut tee, &mut std::io::sink());
-        result.and_then(|r| drained.map(|_| r).map_err(Into::into))
-    };
-    let (digest, size) = compressed.finish().unwrap_or_default();
+    let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    let (blob_result, extracted) = std::thread::scope(|s| {
+        let producer = s.spawn(move || read_and_decompress(source, target, blob_out, tx));
+        let mut tar = HashingReader::new(ChunkReader { rx, chunk: Vec::new(), pos: 0 }, u64::MAX);
+        let extracted = extract_layer(&mut tar, &layer_tmp.join("diff"), opts)
+            .and_then(|stats| Ok((stats, tar.finish().context("decompressing")?.0)));
+        // The reader is gone now: the producer stops decompressing but still hashes the rest.
+        let blob_result = producer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("layer reader panicked")));
+        (blob_result, extracted)
+    });
+    let (digest, size, blob_out) = blob_result?;
     if size != target.blob_size {
         bail!("blob {} is truncated or oversized: got {} of {} bytes", target.blob_digest, size, target.blob_size);
     }
@@ -106,7 +111,7 @@ pub fn ingest_layer(
     }
     let info = LayerInfo {
         chain_id: target.chain_id.to_string(),
-        diff_id: diff_id.clone(),
+        diff_id,
         parent: target.parent.map(str::to_string),
         blob: target.blob_digest.to_string(),
         size: stats.bytes,
@@ -120,19 +125,82 @@ pub fn ingest_layer(
     Ok(info)
 }
 
-fn decompress_and_extract(
-    input: &mut impl Read,
-    compression: Compression,
-    dest: &std::path::Path,
-    opts: &ExtractOptions,
-) -> Result<(ExtractStats, String)> {
-    let decoder: Box<dyn Read + '_> = match compression {
+const PIPE_CHUNKS: usize = 16;
+const CHUNK: usize = 256 << 10;
+
+/// Producer side: hash and keep the compressed bytes, decompress them into `tx`.
+/// Always reads the source to its end, so the digest check can tell a corrupt
+/// download from a bad layer.
+fn read_and_decompress(
+    source: impl Read,
+    target: &LayerTarget,
+    mut blob_out: Option<BufWriter<File>>,
+    tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) -> Result<(String, u64, Option<BufWriter<File>>)> {
+    let mut compressed = HashingReader::new(source, target.blob_size);
+    let mut tee = Tee { inner: &mut compressed, out: blob_out.as_mut() };
+    let sent = decompress_into(&mut tee, target.compression, &tx);
+    if let Err(e) = sent {
+        let _ = tx.send(Err(e));
+    }
+    drop(tx);
+    let drained = std::io::copy(&mut tee, &mut std::io::sink());
+    if compressed.count > target.blob_size {
+        bail!("blob {} is larger than its declared {} bytes; refused", target.blob_digest, target.blob_size);
+    }
+    let what = || format!("downloading blob {}", target.blob_digest);
+    drained.with_context(what)?;
+    let (digest, size) = compressed.finish().with_context(what)?;
+    Ok((digest, size, blob_out))
+}
+
+fn decompress_into(input: &mut impl Read, compression: Compression, tx: &mpsc::SyncSender<std::io::Result<Vec<u8>>>) -> std::io::Result<()> {
+    let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 17, input))),
-        Compression::Zstd => Box::new(zstd::Decoder::new(input).context("starting zstd")?),
+        Compression::Zstd => Box::new(zstd::Decoder::new(input)?),
     };
-    let mut tar = HashingReader::new(decoder, u64::MAX);
-    let stats = extract_layer(&mut tar, dest, opts)?;
-    let (diff_id, _) = tar.finish().context("decompressing")?;
-    Ok((stats, diff_id))
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match decoder.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        buf.truncate(filled);
+        if tx.send(Ok(buf)).is_err() {
+            return Ok(()); // the extractor stopped; its error is reported there
+        }
+    }
+}
+
+/// Consumer side of the decompressed stream.
+struct ChunkReader {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

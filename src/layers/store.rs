@@ -196,6 +196,20 @@ impl Store {
         }
     }
 
+    /// Deletes lock files of layers that do not exist. Only safe while holding the
+    /// exclusive gc lock: no writer can be waiting on them then.
+    pub fn remove_stale_layer_locks(&self) -> Result<()> {
+        for e in fs::read_dir(self.root.join("locks"))? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(hex) = name.strip_prefix("layer-").and_then(|n| n.strip_suffix(".lock")) {
+                if !self.has_layer(&format!("sha256:{}", hex)) {
+                    let _ = fs::remove_file(self.root.join("locks").join(&name));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn remove_blob(&self, digest: &str) -> Result<()> {
         match fs::remove_file(self.blob_path(digest)?) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing blob"),

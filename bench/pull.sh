@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Cold pull of the Debian fixture image: husk vs rootless podman, same local registry,
+# same file system, alternating the tools (ABBA order) in one run.
+#
+#   sudo bench/pull.sh [-n N] [--warmup W] [--tmpfs] [--check]
+#
+#   -n N        measured iterations per tool (default 5)
+#   --warmup W  unmeasured iterations per tool first (default 1)
+#   --tmpfs     put both stores on a fresh tmpfs (default: a temp dir under
+#               ${BENCH_TMPDIR:-/var/tmp}, i.e. the disk)
+#   --check     exit 3 when the ratio husk/podman is above the goal (0.25)
+#
+# Cold = empty store every iteration: a fresh `husk --root DIR` and a fresh
+# `podman --root DIR --runroot DIR2` (overlay driver; DIR2 on a small tmpfs like
+# /run/user/UID), deleted as root (not timed) after each pull. Podman's rootless
+# pause process is kept between iterations (its
+# steady state for a user; this favours podman slightly).
+#
+# Last line: pull debian (51 MB gzip) cold [ext4, 5 runs]: husk 0.71 s, podman 3.40 s, ratio 0.21 (goal <= 0.25)
+# Exit: 0 ok; 1 a tool failed (its stderr is printed, the other's figures still are);
+#       2 setup error (missing tool / not root); 3 --check and goal missed.
+set -euo pipefail
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
+
+N=5
+WARMUP=1
+TMPFS=
+CHECK=0
+GOAL=0.25
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	-n) N=${2:?-n needs a number}; shift 2 ;;
+	-n*) N=${1#-n}; shift ;;
+	--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
+	--tmpfs) TMPFS=--tmpfs; shift ;;
+	--check) CHECK=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+done
+[[ $N =~ ^[1-9][0-9]*$ ]] || bench_die "-n wants a positive integer, got '$N'"
+[[ $WARMUP =~ ^[0-9]+$ ]] || bench_die "--warmup wants a number, got '$WARMUP'"
+
+bench_init pull
+bench_need docker-registry skopeo podman runc newuidmap=uidmap newgidmap=uidmap curl
+bench_husk_bin
+bench_fixtures
+bench_user_setup
+bench_registry_start
+bench_push debian debian:bookworm
+bench_podman_config
+bench_stores_setup $TMPFS
+bench_runroot_setup
+IMAGE=$BENCH_REG/debian:bookworm
+MB=$(bench_mb "$(bench_layer_bytes debian)")
+WANT_ID=$(skopeo inspect --raw "oci:$BENCH_LAYOUT:debian" |
+	"$BENCH_PY" -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"].split(":")[1])')
+bench_load_warn
+bench_log "image $IMAGE (${MB} MB gzip), stores on $BENCH_FS ($BENCH_STORES), user $BENCH_USER, $WARMUP warm-up + $N runs each"
+
+HUSK_T=()
+PODMAN_T=()
+HUSK_FAILED=0
+PODMAN_FAILED=0
+LOGS=$BENCH_TMP/logs
+mkdir -p "$LOGS"
+chmod 0755 "$LOGS"
+
+# run_one TOOL ITER MEASURED
+run_one() {
+	local tool=$1 i=$2 measured=$3 t rc=0 id dir run out=$LOGS/$1.$2.out err=$LOGS/$1.$2.err
+	if [ "$tool" = husk ] && [ "$HUSK_FAILED" = 1 ]; then return 0; fi
+	if [ "$tool" = podman ] && [ "$PODMAN_FAILED" = 1 ]; then return 0; fi
+	dir=$BENCH_STORES/$tool.$i
+	run=$BENCH_RUN/$i
+	bench_rm "$dir" "$run"
+	sync
+	case $tool in
+	husk) t=$(bench_time_as_user "$out" "$err" "$BENCH_HUSK" --root "$dir" pull -q "$IMAGE") || rc=$? ;;
+	podman) t=$(bench_time_as_user "$out" "$err" podman --root "$dir" --runroot "$run" \
+		--storage-driver overlay pull -q "$IMAGE") || rc=$? ;;
+	esac
+	id=$(tail -n 1 "$out" | tr -d '[:space:]')
+	id=${id#sha256:}
+	if [ "$rc" != 0 ] || [ -z "$id" ]; then
+		bench_log "$tool pull FAILED (exit $rc) in iteration $i; its stderr:"
+		sed 's/^/    /' "$err" >&2
+		[ "$tool" = husk ] && HUSK_FAILED=1 || PODMAN_FAILED=1
+		bench_log "carrying on without $tool"
+	else
+		[ "$id" = "$WANT_ID" ] || bench_log "warning: $tool printed image id $id, expected $WANT_ID"
+		if [ "$measured" = 1 ]; then
+			[ "$tool" = husk ] && HUSK_T+=("$t") || PODMAN_T+=("$t")
+		fi
+		bench_log "$(printf '%-6s %-7s %s s' "$tool" "$([ "$measured" = 1 ] && echo "run $i" || echo warm-up)" "$(bench_fmt_s "$t")")"
+	fi
+	bench_rm "$dir" "$run"
+}
+
+for ((i = 1 - WARMUP; i <= N; i++)); do
+	measured=$([ "$i" -ge 1 ] && echo 1 || echo 0)
+	# ABBA: husk first in odd iterations, podman first in even ones
+	if (((i + WARMUP) % 2)); then
+		run_one husk "$i" "$measured"
+		run_one podman "$i" "$measured"
+	else
+		run_one podman "$i" "$measured"
+		run_one husk "$i" "$measured"
+	fi
+done
+
+stats() { # NAME TIMES...
+	local name=$1
+	shift
+	if [ $# -eq 0 ]; then
+		printf '  %-6s FAILED\n' "$name"
+		return
+	fi
+	printf '  %-6s median %s s  min %s s  max %s s  (%s)\n' "$name" \
+		"$(bench_fmt_s "$(bench_median "$@")")" "$(bench_fmt_s "$(bench_min "$@")")" \
+		"$(bench_fmt_s "$(bench_max "$@")")" "$(for x in "$@"; do bench_fmt_s "$x"; printf ' '; done | sed 's/ $//')"
+}
+echo "husk $("$BENCH_HUSK" --version 2>/dev/null | awk '{print $NF}'), $(podman --version), store on $BENCH_FS, $N runs each (+$WARMUP warm-up), ABBA order"
+stats husk "${HUSK_T[@]}"
+stats podman "${PODMAN_T[@]}"
+
+H=failed P=failed R=n/a
+[ ${#HUSK_T[@]} -gt 0 ] && { HM=$(bench_median "${HUSK_T[@]}"); H="$(bench_fmt_s "$HM") s"; }
+[ ${#PODMAN_T[@]} -gt 0 ] && { PM=$(bench_median "${PODMAN_T[@]}"); P="$(bench_fmt_s "$PM") s"; }
+[ -n "${HM:-}" ] && [ -n "${PM:-}" ] && R=$(bench_ratio "$HM" "$PM")
+bench_load_warn
+echo "pull debian ($MB MB gzip) cold [$BENCH_FS, $N runs]: husk $H, podman $P, ratio $R (goal <= $GOAL)"
+
+[ "$HUSK_FAILED" = 0 ] && [ "$PODMAN_FAILED" = 0 ] || exit 1
+if [ "$CHECK" = 1 ] && ! awk -v h="$HM" -v p="$PM" -v g="$GOAL" 'BEGIN {exit !(h <= g * p)}'; then
+	bench_log "goal missed: ratio $R > $GOAL"
+	exit 3
+fi
+exit 0
