@@ -9,6 +9,8 @@
 #   --tmpfs     put both stores on a fresh tmpfs (default: a temp dir under
 #               ${BENCH_TMPDIR:-/var/tmp}, i.e. the disk)
 #   --check     exit 3 when the ratio husk/podman is above the goal (0.25)
+#   --no-floor  skip the reference `tar -xzf` of the same layer into the same file
+#               system (shows how much of both times the file system itself costs)
 #
 # Cold = empty store every iteration: a fresh `husk --root DIR` and a fresh
 # `podman --root DIR --runroot DIR2` (overlay driver; DIR2 on a small tmpfs like
@@ -26,6 +28,7 @@ N=5
 WARMUP=1
 TMPFS=
 CHECK=0
+FLOOR=1
 GOAL=0.25
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
 	--tmpfs) TMPFS=--tmpfs; shift ;;
 	--check) CHECK=1; shift ;;
+	--no-floor) FLOOR=0; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -59,10 +63,14 @@ WANT_ID=$(skopeo inspect --raw "oci:$BENCH_LAYOUT:debian" |
 bench_load_warn
 bench_log "image $IMAGE (${MB} MB gzip), stores on $BENCH_FS ($BENCH_STORES), user $BENCH_USER, $WARMUP warm-up + $N runs each"
 
+LAYER_BLOB=$BENCH_LAYOUT/blobs/$(skopeo inspect --raw "oci:$BENCH_LAYOUT:debian" |
+	"$BENCH_PY" -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"].replace(":", "/"))')
 HUSK_T=()
 PODMAN_T=()
+TAR_T=()
 HUSK_FAILED=0
 PODMAN_FAILED=0
+TAR_FAILED=$((1 - FLOOR))
 LOGS=$BENCH_TMP/logs
 mkdir -p "$LOGS"
 chmod 0755 "$LOGS"
@@ -72,6 +80,7 @@ run_one() {
 	local tool=$1 i=$2 measured=$3 t rc=0 id dir run out=$LOGS/$1.$2.out err=$LOGS/$1.$2.err
 	if [ "$tool" = husk ] && [ "$HUSK_FAILED" = 1 ]; then return 0; fi
 	if [ "$tool" = podman ] && [ "$PODMAN_FAILED" = 1 ]; then return 0; fi
+	if [ "$tool" = tar ] && [ "$TAR_FAILED" = 1 ]; then return 0; fi
 	dir=$BENCH_STORES/$tool.$i
 	run=$BENCH_RUN/$i
 	bench_rm "$dir" "$run"
@@ -80,18 +89,22 @@ run_one() {
 	husk) t=$(bench_time_as_user "$out" "$err" "$BENCH_HUSK" --root "$dir" pull -q "$IMAGE") || rc=$? ;;
 	podman) t=$(bench_time_as_user "$out" "$err" podman --root "$dir" --runroot "$run" \
 		--storage-driver overlay pull -q "$IMAGE") || rc=$? ;;
+	tar)
+		bench_as_user mkdir "$dir"
+		t=$(bench_time_as_user "$out" "$err" tar -xzf "$LAYER_BLOB" -C "$dir") || rc=$?
+		echo "$WANT_ID" >"$out" ;;
 	esac
 	id=$(tail -n 1 "$out" | tr -d '[:space:]')
 	id=${id#sha256:}
 	if [ "$rc" != 0 ] || [ -z "$id" ]; then
 		bench_log "$tool pull FAILED (exit $rc) in iteration $i; its stderr:"
 		sed 's/^/    /' "$err" >&2
-		[ "$tool" = husk ] && HUSK_FAILED=1 || PODMAN_FAILED=1
+		case $tool in husk) HUSK_FAILED=1 ;; podman) PODMAN_FAILED=1 ;; tar) TAR_FAILED=1 ;; esac
 		bench_log "carrying on without $tool"
 	else
 		[ "$id" = "$WANT_ID" ] || bench_log "warning: $tool printed image id $id, expected $WANT_ID"
 		if [ "$measured" = 1 ]; then
-			[ "$tool" = husk ] && HUSK_T+=("$t") || PODMAN_T+=("$t")
+			case $tool in husk) HUSK_T+=("$t") ;; podman) PODMAN_T+=("$t") ;; tar) TAR_T+=("$t") ;; esac
 		fi
 		bench_log "$(printf '%-6s %-7s %s s' "$tool" "$([ "$measured" = 1 ] && echo "run $i" || echo warm-up)" "$(bench_fmt_s "$t")")"
 	fi
@@ -100,11 +113,13 @@ run_one() {
 
 for ((i = 1 - WARMUP; i <= N; i++)); do
 	measured=$([ "$i" -ge 1 ] && echo 1 || echo 0)
-	# ABBA: husk first in odd iterations, podman first in even ones
+	# ABBA: husk first in odd iterations, last in even ones
 	if (((i + WARMUP) % 2)); then
 		run_one husk "$i" "$measured"
 		run_one podman "$i" "$measured"
+		run_one tar "$i" "$measured"
 	else
+		run_one tar "$i" "$measured"
 		run_one podman "$i" "$measured"
 		run_one husk "$i" "$measured"
 	fi
@@ -114,16 +129,18 @@ stats() { # NAME TIMES...
 	local name=$1
 	shift
 	if [ $# -eq 0 ]; then
-		printf '  %-6s FAILED\n' "$name"
+		printf '  %-8s FAILED\n' "$name"
 		return
 	fi
-	printf '  %-6s median %s s  min %s s  max %s s  (%s)\n' "$name" \
+	printf '  %-8s median %s s  min %s s  max %s s  (%s)\n' "$name" \
 		"$(bench_fmt_s "$(bench_median "$@")")" "$(bench_fmt_s "$(bench_min "$@")")" \
 		"$(bench_fmt_s "$(bench_max "$@")")" "$(for x in "$@"; do bench_fmt_s "$x"; printf ' '; done | sed 's/ $//')"
 }
 echo "husk $("$BENCH_HUSK" --version 2>/dev/null | awk '{print $NF}'), $(podman --version), store on $BENCH_FS, $N runs each (+$WARMUP warm-up), ABBA order"
 stats husk "${HUSK_T[@]}"
 stats podman "${PODMAN_T[@]}"
+[ "$FLOOR" = 0 ] || stats "tar -xzf" "${TAR_T[@]}"
+[ "$FLOOR" = 0 ] || echo "  (tar -xzf: the same layer blob into an empty dir on the same file system; a reference, not a goal)"
 
 H=failed P=failed R=n/a
 [ ${#HUSK_T[@]} -gt 0 ] && { HM=$(bench_median "${HUSK_T[@]}"); H="$(bench_fmt_s "$HM") s"; }

@@ -8,8 +8,8 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 pub enum Parsed {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 /// Decides what a manifest document is, refusing ambiguous or mislabelled ones
@@ -40,13 +40,13 @@ pub fn parse(bytes: &[u8], content_type: &str, what: &str) -> Result<Parsed> {
             bail!("{}: manifest labelled {} holds an index", what, kind);
         }
         let idx: ImageIndex = serde_json::from_value(v).with_context(|| format!("{}: malformed image index", what))?;
-        Ok(Parsed::Index(idx))
+        Ok(Parsed::Index(Box::new(idx)))
     } else if has_layers {
         if !matches!(kind, OCI_MANIFEST | DOCKER_MANIFEST | "") {
             bail!("{}: manifest labelled {} holds an image manifest", what, kind);
         }
         let m: ImageManifest = serde_json::from_value(v).with_context(|| format!("{}: malformed image manifest", what))?;
-        Ok(Parsed::Manifest(m))
+        Ok(Parsed::Manifest(Box::new(m)))
     } else {
         bail!("{}: document is neither an image index nor an image manifest", what)
     }

@@ -74,7 +74,7 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
         if !is_valid_digest(&digest) {
             bail!("{}: manifest names an invalid layer digest {:?}", name, digest);
         }
-        let compression = Compression::from_media_type(&layer.media_type().to_string())
+        let compression = Compression::from_media_type(layer.media_type().as_ref())
             .with_context(|| format!("{}: layer {}", name, digest))?;
         if store.has_layer(&chains[i]) {
             progress.message(&format!("Layer {} already present", short(&digest)));

@@ -97,7 +97,7 @@ pub fn normalize(query: &str) -> Option<String> {
 pub fn resolve(store: &Store, query: &str) -> Result<ImageRecord> {
     let images = list(store)?;
     if let Some(name) = normalize(query) {
-        if let Some(pos) = images.iter().position(|i| i.names.iter().any(|n| *n == name)) {
+        if let Some(pos) = images.iter().position(|i| i.names.contains(&name)) {
             return Ok(images.into_iter().nth(pos).unwrap());
         }
     }

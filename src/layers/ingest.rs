@@ -5,7 +5,8 @@ use super::extract::{extract_layer, ExtractOptions};
 use super::store::{hex_of, HashingReader, LayerInfo, Store, TmpArea};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use super::gzip::GzipReader;
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,22 +44,6 @@ pub struct LayerTarget<'a> {
     pub parent: Option<&'a str>,
 }
 
-/// Copies what it reads into a file, when there is one.
-struct Tee<'a, R> {
-    inner: R,
-    out: Option<&'a mut BufWriter<File>>,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(&buf[..n])?;
-        }
-        Ok(n)
-    }
-}
-
 /// Ingests one layer from `source` (the compressed blob). With `keep_blob`, the blob
 /// is stored as well. Call with the layer's lock held.
 ///
@@ -83,14 +68,17 @@ pub fn ingest_layer(
         None
     };
 
-    let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    let (compressed_in, compressed_out) = pipe();
+    let (tar_in, tar_out) = pipe();
     let (blob_result, extracted) = std::thread::scope(|s| {
-        let producer = s.spawn(move || read_and_decompress(source, target, blob_out, tx));
-        let mut tar = HashingReader::new(ChunkReader { rx, chunk: Vec::new(), pos: 0 }, u64::MAX);
+        let fetcher = s.spawn(move || fetch_stage(source, target, blob_out, compressed_in));
+        s.spawn(move || decompress_stage(compressed_out, target.compression, tar_in));
+        let mut tar = HashingReader::new(tar_out, u64::MAX);
         let extracted = extract_layer(&mut tar, &layer_tmp.join("diff"), opts)
             .and_then(|stats| Ok((stats, tar.finish().context("decompressing")?.0)));
-        // The reader is gone now: the producer stops decompressing but still hashes the rest.
-        let blob_result = producer.join().unwrap_or_else(|_| Err(anyhow::anyhow!("layer reader panicked")));
+        // The extractor's end of the pipe is gone now: decompression stops, while the
+        // fetcher still reads and hashes the rest of the blob.
+        let blob_result = fetcher.join().unwrap_or_else(|_| Err(anyhow::anyhow!("layer fetcher panicked")));
         (blob_result, extracted)
     });
     let (digest, size, blob_out) = blob_result?;
@@ -125,82 +113,157 @@ pub fn ingest_layer(
     Ok(info)
 }
 
-const PIPE_CHUNKS: usize = 16;
+const PIPE_CHUNKS: usize = 8;
 const CHUNK: usize = 256 << 10;
 
-/// Producer side: hash and keep the compressed bytes, decompress them into `tx`.
-/// Always reads the source to its end, so the digest check can tell a corrupt
-/// download from a bad layer.
-fn read_and_decompress(
+/// Stage 1: read the blob, hash and keep it, pass it on. Always reads to the end (even
+/// when later stages stopped), so the digest check can tell a corrupt download from a
+/// bad layer.
+fn fetch_stage(
     source: impl Read,
     target: &LayerTarget,
     mut blob_out: Option<BufWriter<File>>,
-    tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    out: PipeWriter,
 ) -> Result<(String, u64, Option<BufWriter<File>>)> {
     let mut compressed = HashingReader::new(source, target.blob_size);
-    let mut tee = Tee { inner: &mut compressed, out: blob_out.as_mut() };
-    let sent = decompress_into(&mut tee, target.compression, &tx);
-    if let Err(e) = sent {
-        let _ = tx.send(Err(e));
-    }
-    drop(tx);
-    let drained = std::io::copy(&mut tee, &mut std::io::sink());
-    if compressed.count > target.blob_size {
-        bail!("blob {} is larger than its declared {} bytes; refused", target.blob_digest, target.blob_size);
-    }
+    let mut downstream = true;
     let what = || format!("downloading blob {}", target.blob_digest);
-    drained.with_context(what)?;
+    loop {
+        let mut buf = out.buffer();
+        let filled = match read_full(&mut compressed, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                out.fail(&e);
+                if compressed.count > target.blob_size {
+                    bail!("blob {} is larger than its declared {} bytes; refused", target.blob_digest, target.blob_size);
+                }
+                return Err(e).with_context(what);
+            }
+        };
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        if let Some(f) = blob_out.as_mut() {
+            f.write_all(&buf).context("writing a temp blob")?;
+        }
+        if downstream {
+            downstream = out.send(buf);
+        }
+    }
+    drop(out);
     let (digest, size) = compressed.finish().with_context(what)?;
     Ok((digest, size, blob_out))
 }
 
-fn decompress_into(input: &mut impl Read, compression: Compression, tx: &mpsc::SyncSender<std::io::Result<Vec<u8>>>) -> std::io::Result<()> {
-    let mut decoder: Box<dyn Read + '_> = match compression {
-        Compression::None => Box::new(input),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 17, input))),
-        Compression::Zstd => Box::new(zstd::Decoder::new(input)?),
+/// Stage 2: decompress. Errors travel down the pipe to the extractor.
+fn decompress_stage(input: PipeReader, compression: Compression, out: PipeWriter) {
+    let decoder: std::io::Result<Box<dyn Read>> = match compression {
+        Compression::None => Ok(Box::new(input)),
+        Compression::Gzip => Ok(Box::new(GzipReader::new(input))),
+        Compression::Zstd => zstd::Decoder::with_buffer(input).map(|d| Box::new(d) as Box<dyn Read>),
+    };
+    let mut decoder = match decoder {
+        Ok(d) => d,
+        Err(e) => return out.fail(&e),
     };
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match decoder.read(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
+        let mut buf = out.buffer();
+        match read_full(&mut decoder, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if !out.send(buf) {
+                    return;
+                }
             }
-        }
-        if filled == 0 {
-            return Ok(());
-        }
-        buf.truncate(filled);
-        if tx.send(Ok(buf)).is_err() {
-            return Ok(()); // the extractor stopped; its error is reported there
+            Err(e) => return out.fail(&e),
         }
     }
 }
 
-/// Consumer side of the decompressed stream.
-struct ChunkReader {
-    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+type Chunk = std::io::Result<Vec<u8>>;
+
+/// A bounded pipe of byte chunks between two threads; buffers travel back for reuse.
+fn pipe() -> (PipeWriter, PipeReader) {
+    let (tx, rx) = mpsc::sync_channel(PIPE_CHUNKS);
+    let (back_tx, back_rx) = mpsc::channel();
+    (
+        PipeWriter { tx, recycled: back_rx },
+        PipeReader { rx, back: back_tx, chunk: Vec::new(), pos: 0 },
+    )
+}
+
+struct PipeWriter {
+    tx: mpsc::SyncSender<Chunk>,
+    recycled: mpsc::Receiver<Vec<u8>>,
+}
+
+impl PipeWriter {
+    /// A CHUNK-sized buffer, reused when the reader has given one back.
+    fn buffer(&self) -> Vec<u8> {
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        buf
+    }
+
+    /// False when the reader has gone.
+    fn send(&self, buf: Vec<u8>) -> bool {
+        self.tx.send(Ok(buf)).is_ok()
+    }
+
+    fn fail(&self, e: &std::io::Error) {
+        let _ = self.tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+    }
+}
+
+struct PipeReader {
+    rx: mpsc::Receiver<Chunk>,
+    back: mpsc::Sender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl BufRead for PipeReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
-                Ok(Ok(c)) => {
-                    self.chunk = c;
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.chunk, next);
+                    let _ = self.back.send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

@@ -5,6 +5,7 @@
 //! - a blob appears in `blobs/` only by rename, after its digest was checked;
 //! - a layer appears in `layers/` only by rename of a fully extracted temp dir;
 //! - an image exists only once `index.json` (replaced atomically) names it.
+//!
 //! Leftovers of a killed process stay under `tmp/` and are removed by the next writer.
 use crate::fetch::reference::is_valid_digest;
 use crate::util::{atomic_write, remove_tree, unique_suffix, FileLock};

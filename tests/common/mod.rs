@@ -556,22 +556,21 @@ fn read_subid_file(path: &str) -> Vec<(String, u64, u64)> {
 
 /// Start of the subordinate uid range of `user` in /etc/subuid (panics if it has none).
 pub fn subid_base(user: &str) -> u32 {
-    let uid = lookup_user(user).map(|(u, _)| u.to_string());
-    read_subid_file("/etc/subuid")
-        .into_iter()
-        .find(|(n, _, _)| n == user || Some(n) == uid.as_ref())
-        .map(|(_, s, _)| s as u32)
-        .unwrap_or_else(|| panic!("{user} has no range in /etc/subuid"))
+    subid_start("/etc/subuid", user)
 }
 
 /// Same for /etc/subgid.
 pub fn subgid_base(user: &str) -> u32 {
+    subid_start("/etc/subgid", user)
+}
+
+fn subid_start(file: &str, user: &str) -> u32 {
     let uid = lookup_user(user).map(|(u, _)| u.to_string());
-    read_subid_file("/etc/subgid")
+    read_subid_file(file)
         .into_iter()
         .find(|(n, _, _)| n == user || Some(n) == uid.as_ref())
         .map(|(_, s, _)| s as u32)
-        .unwrap_or_else(|| panic!("{user} has no range in /etc/subgid"))
+        .unwrap_or_else(|| panic!("{user} has no range in {file}"))
 }
 
 struct FileLock(fs::File);
