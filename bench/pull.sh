@@ -2,7 +2,7 @@
 # Cold pull of the Debian fixture image: husk vs rootless podman, same local registry,
 # same file system, alternating the tools (ABBA order) in one run.
 #
-#   sudo bench/pull.sh [-n N] [--warmup W] [--tmpfs] [--check]
+#   sudo bench/pull.sh [-n N] [--warmup W] [--tmpfs] [--check] [--no-floor]
 #
 #   -n N        measured iterations per tool (default 5)
 #   --warmup W  unmeasured iterations per tool first (default 1)
@@ -15,10 +15,10 @@
 # Cold = empty store every iteration: a fresh `husk --root DIR` and a fresh
 # `podman --root DIR --runroot DIR2` (overlay driver; DIR2 on a small tmpfs like
 # /run/user/UID), deleted as root (not timed) after each pull. Podman's rootless
-# pause process is kept between iterations (its
-# steady state for a user; this favours podman slightly).
+# pause process is kept between iterations (its steady state for a user; this
+# favours podman slightly).
 #
-# Last line: pull debian (51 MB gzip) cold [ext4, 5 runs]: husk 0.71 s, podman 3.40 s, ratio 0.21 (goal <= 0.25)
+# Last line, e.g.: pull debian (51 MB gzip) cold [ext4, 5 runs]: husk 0.71 s, podman 3.40 s, ratio 0.21 (goal <= 0.25)
 # Exit: 0 ok; 1 a tool failed (its stderr is printed, the other's figures still are);
 #       2 setup error (missing tool / not root); 3 --check and goal missed.
 set -euo pipefail
