@@ -21,11 +21,18 @@ pub fn unique_suffix() -> String {
 /// Writes `data` to `path` through a temp file in the same directory, fsynced and renamed,
 /// so readers see either the old or the new content, never a torn one.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    atomic_write_mode(path, data, 0o644)
+}
+
+/// `atomic_write` with the file created at `mode` (before the umask) from the start,
+/// so a secret is never readable by others, not even for a moment.
+pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("atomic_write: path has no parent")?;
     let name = path.file_name().context("atomic_write: path has no file name")?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), unique_suffix()));
     let result = (|| -> Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

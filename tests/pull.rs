@@ -340,6 +340,10 @@ fn kill_9_during_pull_leaves_a_usable_store() {
     assert_store_consistent(&h.store());
     let tmp: Vec<_> = std::fs::read_dir(h.store().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(tmp.is_empty(), "the next pull cleaned the leftovers: {:?}", tmp);
+    for dir in [h.store(), h.store().join("blobs/sha256")] {
+        let stray: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-")).collect();
+        assert!(stray.is_empty(), "no temp files of killed writers in {}: {:?}", dir.display(), stray);
+    }
     assert_eq!(h.run(&["images", "-q"]).stdout.lines().count(), 1);
 }
 

@@ -1,7 +1,7 @@
 //! Registry credentials: husk's own file (written by `husk login`, mode 0600) and
 //! Docker's `~/.docker/config.json` `auths`, plus the `WWW-Authenticate` challenge parser.
 use super::config::config_dir;
-use crate::util::atomic_write;
+use crate::util::atomic_write_mode;
 use anyhow::{Context, Result};
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -71,14 +71,16 @@ pub fn lookup(registry: &str) -> Option<Credentials> {
 }
 
 fn write_auths(auths: Map<String, Value>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::DirBuilderExt;
     let path = husk_auth_file()?;
     let dir = path.parent().context("auth file has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let doc = serde_json::json!({ "auths": auths });
-    atomic_write(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    atomic_write_mode(&path, serde_json::to_string_pretty(&doc)?.as_bytes(), 0o600)
 }
 
 pub fn store(registry: &str, creds: &Credentials) -> Result<()> {

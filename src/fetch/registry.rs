@@ -122,10 +122,12 @@ impl RegistryClient {
         Ok(resp)
     }
 
-    /// Sends a request, answering one auth challenge and following redirects.
+    /// Sends a request, answering one auth challenge and following redirects. Only a
+    /// challenge from the registry's own origin is answered: a 401 from a blob store
+    /// elsewhere must not learn the registry's credentials.
     fn send(&self, method: reqwest::Method, url: Url, accept: Option<&str>) -> Result<Response> {
-        let mut resp = self.send_following(method.clone(), url.clone(), accept)?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
+        let (mut resp, final_url) = self.send_following(method.clone(), url.clone(), accept)?;
+        if resp.status() == StatusCode::UNAUTHORIZED && self.same_origin(&final_url) {
             let challenge = resp
                 .headers()
                 .get(WWW_AUTHENTICATE)
@@ -134,13 +136,13 @@ impl RegistryClient {
             if let Some(ch) = challenge {
                 let header = self.answer_challenge(&ch)?;
                 *self.authorization.lock().unwrap() = Some(header);
-                resp = self.send_following(method, url, accept)?;
+                resp = self.send_following(method, url, accept)?.0;
             }
         }
         Ok(resp)
     }
 
-    fn send_following(&self, method: reqwest::Method, mut url: Url, accept: Option<&str>) -> Result<Response> {
+    fn send_following(&self, method: reqwest::Method, mut url: Url, accept: Option<&str>) -> Result<(Response, Url)> {
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.http.request(method.clone(), url.clone());
             if let Some(a) = accept {
@@ -153,7 +155,7 @@ impl RegistryClient {
             }
             let resp = req.send().map_err(|e| self.transport_error(e))?;
             if !resp.status().is_redirection() {
-                return Ok(resp);
+                return Ok((resp, url));
             }
             let location = resp
                 .headers()
@@ -189,8 +191,12 @@ impl RegistryClient {
             if let Some(s) = ch.param("service") {
                 q.append_pair("service", s);
             }
-            let scope = ch.param("scope").map(str::to_string).unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-            q.append_pair("scope", &scope);
+            let scope = ch.param("scope").map(str::to_string).or_else(|| {
+                (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository))
+            });
+            if let Some(scope) = scope {
+                q.append_pair("scope", &scope);
+            }
         }
         let mut req = self.http.get(realm.clone());
         if let Some(c) = &self.creds {
@@ -198,8 +204,9 @@ impl RegistryClient {
         }
         let resp = req.send().map_err(|e| self.transport_error(e))?;
         if !resp.status().is_success() {
-            let what = if self.creds.is_some() { "the stored credentials were refused" } else { "anonymous access was refused" };
-            bail!("registry {}: getting a token from {} failed ({}): {}", self.registry, realm.host_str().unwrap_or(""), resp.status(), what);
+            let what = if self.creds.is_some() { "the credentials were refused" } else { "anonymous access was refused" };
+            let authority = format!("{}{}", realm.host_str().unwrap_or(""), realm.port().map(|p| format!(":{}", p)).unwrap_or_default());
+            bail!("registry {}: getting a token from {} failed ({}): {}", self.registry, authority, resp.status(), what);
         }
         let body = read_limited(resp, 1 << 20, "token")?;
         let v: serde_json::Value = serde_json::from_slice(&body).context("token response is not JSON")?;
@@ -238,11 +245,15 @@ impl RegistryClient {
                 ))
             })
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        let place = if self.repository.is_empty() { self.registry.clone() } else { format!("{}/{}", self.registry, self.repository) };
         match status {
-            StatusCode::NOT_FOUND => anyhow!("{} not found in {}/{} ({})", what, self.registry, self.repository, detail),
+            StatusCode::NOT_FOUND => anyhow!("{} not found in {} ({})", what, place, detail),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.repository.is_empty() => {
+                anyhow!("{} refused the credentials ({})", place, detail)
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => anyhow!(
-                "access to {} in {}/{} denied ({}); does the repository exist, and are you logged in?",
-                what, self.registry, self.repository, detail
+                "access to {} in {} denied ({}); does the repository exist, and are you logged in?",
+                what, place, detail
             ),
             _ => anyhow!("registry {} answered {} for {} ({})", self.registry, status.as_u16(), what, detail),
         }

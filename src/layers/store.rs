@@ -249,10 +249,11 @@ impl Store {
         Ok(TmpArea { dir, _lock: lock })
     }
 
-    /// Removes scratch dirs whose owning process is gone (its lock is free).
+    /// Removes scratch dirs whose owning process is gone (its lock is free), and
+    /// temp files of `atomic_write` whose writer is gone.
     pub fn clean_tmp(&self) -> Result<usize> {
         let tmp = self.root.join("tmp");
-        let mut cleaned = 0;
+        let mut cleaned = self.clean_stray_temp_files(&self.root)? + self.clean_stray_temp_files(&self.root.join("blobs/sha256"))?;
         for e in fs::read_dir(&tmp)? {
             let path = e?.path();
             let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
@@ -266,6 +267,25 @@ impl Store {
                 // Its lock file is created first and removed last: a dir without one is
                 // what a cleaner killed half-way left behind.
                 remove_tree(&path)?;
+                cleaned += 1;
+            }
+        }
+        Ok(cleaned)
+    }
+}
+
+impl Store {
+    /// `.NAME.tmp-PID-…` files left by a writer killed between write and rename.
+    fn clean_stray_temp_files(&self, dir: &Path) -> Result<usize> {
+        let mut cleaned = 0;
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).and_then(|(_, rest)| rest.split('-').next()) else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_file(e.path());
                 cleaned += 1;
             }
         }
