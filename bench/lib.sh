@@ -217,7 +217,7 @@ bench_registry_stop() {
 
 # bench_push LAYOUT_TAG REPO:TAG
 bench_push() {
-	skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+	skopeo --insecure-policy copy --quiet --all --preserve-digests --dest-tls-verify=false \
 		"oci:$BENCH_LAYOUT:$1" "docker://$BENCH_REG/$2" >&2 ||
 		bench_die "skopeo copy of $1 to $BENCH_REG/$2 failed"
 }

@@ -62,6 +62,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    // SAFETY: restores the default SIGPIPE disposition (Rust ignores it) before any
+    // thread exists, so `husk images | head` ends quietly like other Unix tools.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -403,3 +403,20 @@ fn info_says_which_id_mapping_is_used() {
     let nosub = Husk::new(TestUser::NoSub).run(&["info"]).assert_ok().stdout.clone();
     assert!(nosub.contains("single id"), "{}", nosub);
 }
+
+#[test]
+fn a_closed_stdout_ends_husk_quietly() {
+    setup();
+    let h = Husk::new(TestUser::NoSub);
+    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    let mut child = h
+        .cmd(&["image", "inspect", &reg("busybox:latest")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "husk panicked on a closed pipe: {}", stderr);
+}
