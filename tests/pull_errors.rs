@@ -2,53 +2,26 @@
 //! (naming the reference, host, digest or blob and the cause), exit status 125,
 //! leave nothing new in the store and leave no process behind.
 //!
-//! Cases that need a misbehaving registry use `FakeRegistry`, a tiny HTTP/1.1 server in a
-//! thread of this test process that answers from a table of canned responses. Cases that
-//! need a real registry use `common::shared_registry()` (CNCF distribution with the
-//! fixture images).
+//! Cases that need a misbehaving registry use `FakeRegistry` (tests/common/fake_registry.rs),
+//! a tiny HTTP/1.1 server in a thread of this test process that answers from a table of
+//! canned responses. Cases that need a real registry use `common::shared_registry()`
+//! (CNCF distribution with the fixture images).
 
 mod common;
 
+use common::fake_registry::{
+    config_json, hex_part, host_arch, sha256, FakeRegistry, Image, Layer, Length, Resp, MT_INDEX, MT_MANIFEST,
+};
 use common::{Husk, Output, TestUser};
-use flate2::write::GzEncoder;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// husk's limit for manifests and configs (src/fetch/registry.rs MAX_DOCUMENT).
 const MAX_DOCUMENT: u64 = 4 << 20;
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn hex_part(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
-/// The host architecture in OCI terms (what husk picks from an index by default).
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
 
 /// The platform husk wants by default, as its messages spell it.
 fn host_platform() -> String {
@@ -57,332 +30,6 @@ fn host_platform() -> String {
         "arm" => "linux/arm/v7".into(),
         _ => format!("linux/{}", host_arch()),
     }
-}
-
-// ---------------------------------------------------------------------------
-// a misbehaving registry
-// ---------------------------------------------------------------------------
-
-/// What to put in the Content-Length header.
-#[derive(Clone, Debug)]
-enum Length {
-    /// the length of the body
-    Exact,
-    /// no header: the body ends when the connection closes
-    Omit,
-}
-
-/// One canned response.
-#[derive(Clone, Debug)]
-struct Resp {
-    status: u16,
-    content_type: Option<String>,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    length: Length,
-    /// Send only this many body bytes, then close the connection.
-    cut_after: Option<usize>,
-}
-
-impl Resp {
-    fn ok(content_type: &str, body: Vec<u8>) -> Resp {
-        Resp {
-            status: 200,
-            content_type: Some(content_type.to_string()),
-            headers: Vec::new(),
-            body,
-            length: Length::Exact,
-            cut_after: None,
-        }
-    }
-    fn blob(body: Vec<u8>) -> Resp {
-        Resp::ok("application/octet-stream", body)
-    }
-    fn error(status: u16, code: &str, message: &str) -> Resp {
-        let body = json!({"errors": [{"code": code, "message": message}]}).to_string().into_bytes();
-        Resp { status, ..Resp::ok("application/json", body) }
-    }
-    fn length(mut self, l: Length) -> Resp {
-        self.length = l;
-        self
-    }
-    fn cut_after(mut self, n: usize) -> Resp {
-        self.cut_after = Some(n);
-        self
-    }
-    fn header(mut self, k: &str, v: &str) -> Resp {
-        self.headers.push((k.to_string(), v.to_string()));
-        self
-    }
-}
-
-/// An HTTP/1.1 registry on 127.0.0.1:<random port> answering `GET /v2/` and the paths in
-/// its table; anything else gets a registry-style 404. One request per connection.
-struct FakeRegistry {
-    port: u16,
-    routes: Arc<Mutex<HashMap<String, Resp>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl FakeRegistry {
-    fn start() -> FakeRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        let routes: Arc<Mutex<HashMap<String, Resp>>> = Arc::default();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (routes, log, stop) = (routes.clone(), log.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("fake-registry-{port}"))
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = conn else { continue };
-                        let (routes, log) = (routes.clone(), log.clone());
-                        std::thread::spawn(move || serve_connection(stream, &routes, &log));
-                    }
-                })
-                .expect("spawn the fake registry")
-        };
-        FakeRegistry { port, routes, log, stop, accept: Some(accept) }
-    }
-
-    /// "127.0.0.1:PORT"
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// "127.0.0.1:PORT/repo:tag"
-    fn reference(&self, repo: &str, tag: &str) -> String {
-        format!("{}/{}:{}", self.host(), repo, tag)
-    }
-
-    fn route(&self, path: &str, resp: Resp) {
-        self.routes.lock().unwrap().insert(path.to_string(), resp);
-    }
-
-    /// Serves `body` as a manifest under `tag` and under its digest.
-    fn manifest(&self, repo: &str, tag: &str, content_type: &str, body: Vec<u8>) {
-        let digest = sha256(&body);
-        let resp = Resp::ok(content_type, body).header("Docker-Content-Digest", &digest);
-        self.route(&format!("/v2/{repo}/manifests/{tag}"), resp.clone());
-        self.route(&format!("/v2/{repo}/manifests/{digest}"), resp);
-    }
-
-    fn blob(&self, repo: &str, digest: &str, resp: Resp) {
-        let resp = resp.header("Docker-Content-Digest", digest);
-        self.route(&format!("/v2/{repo}/blobs/{digest}"), resp);
-    }
-
-    /// Serves an image completely: manifest (by tag and digest), config and layers.
-    fn serve(&self, repo: &str, tag: &str, img: &Image) {
-        self.manifest(repo, tag, MT_MANIFEST, img.manifest_bytes());
-        self.blob(repo, &img.config_digest(), Resp::blob(img.config.clone()));
-        for l in &img.layers {
-            self.blob(repo, &l.digest(), Resp::blob(l.gz.clone()));
-        }
-    }
-
-    /// Every request so far, as "METHOD target".
-    fn requests(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        _ => "Whatever",
-    }
-}
-
-fn serve_connection(mut s: TcpStream, routes: &Mutex<HashMap<String, Resp>>, log: &Mutex<Vec<String>>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > 64 << 10 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut first = text.lines().next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let path = target.split('?').next().unwrap_or("").to_string();
-    log.lock().unwrap().push(format!("{method} {target}"));
-
-    let resp = if path == "/v2/" || path == "/v2" {
-        Resp::ok("application/json", b"{}".to_vec())
-    } else if let Some(r) = routes.lock().unwrap().get(&path) {
-        r.clone()
-    } else if path.contains("/manifests/") {
-        Resp::error(404, "MANIFEST_UNKNOWN", "manifest unknown")
-    } else if path.contains("/blobs/") {
-        Resp::error(404, "BLOB_UNKNOWN", "blob unknown to registry")
-    } else {
-        Resp::error(404, "NOT_FOUND", "not found")
-    };
-
-    let mut h = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    h.push_str("Docker-Distribution-API-Version: registry/2.0\r\n");
-    if let Some(ct) = &resp.content_type {
-        h.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    match resp.length {
-        Length::Exact => h.push_str(&format!("Content-Length: {}\r\n", resp.body.len())),
-        Length::Omit => {}
-    }
-    for (k, v) in &resp.headers {
-        h.push_str(&format!("{k}: {v}\r\n"));
-    }
-    h.push_str("Connection: close\r\n\r\n");
-    if s.write_all(h.as_bytes()).is_err() {
-        return;
-    }
-    if method != "HEAD" {
-        let body = match resp.cut_after {
-            Some(n) => &resp.body[..n.min(resp.body.len())],
-            None => &resp.body[..],
-        };
-        let _ = s.write_all(body);
-    }
-    let _ = s.flush();
-    let _ = s.shutdown(Shutdown::Write);
-    // Wait for the client to close, so that the kernel never resets the connection
-    // under data the client has not read yet.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// images to serve
-// ---------------------------------------------------------------------------
-
-/// One layer: the tar and its gzip compression.
-struct Layer {
-    tar: Vec<u8>,
-    gz: Vec<u8>,
-}
-
-impl Layer {
-    /// A tar with regular files (path, content), compressed with gzip.
-    fn new(files: &[(&str, &[u8])]) -> Layer {
-        Layer::with_level(files, 6)
-    }
-    /// Same, with this gzip level (0: stored blocks).
-    fn with_level(files: &[(&str, &[u8])], level: u32) -> Layer {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(name).unwrap();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_704_067_200);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            b.append(&h, *data).unwrap();
-        }
-        let tar = b.into_inner().unwrap();
-        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-        gz.write_all(&tar).unwrap();
-        let gz = gz.finish().unwrap();
-        Layer { tar, gz }
-    }
-    fn diff_id(&self) -> String {
-        sha256(&self.tar)
-    }
-    fn digest(&self) -> String {
-        sha256(&self.gz)
-    }
-}
-
-/// A single-platform image: config, layers, and a manifest (as JSON, to be tampered with).
-struct Image {
-    config: Vec<u8>,
-    layers: Vec<Layer>,
-    manifest: Value,
-}
-
-impl Image {
-    fn new(arch: &str, layers: Vec<Layer>) -> Image {
-        let diff_ids: Vec<String> = layers.iter().map(Layer::diff_id).collect();
-        let config = config_json(arch, &diff_ids).to_string().into_bytes();
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
-            "config": {"mediaType": MT_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": MT_GZIP, "digest": l.digest(), "size": l.gz.len()
-            })).collect::<Vec<_>>(),
-        });
-        Image { config, layers, manifest }
-    }
-
-    /// A one-layer image for the host with a few small files.
-    fn simple() -> Image {
-        Image::new(
-            host_arch(),
-            vec![Layer::new(&[
-                ("hello.txt", b"hello from the fake registry\n"),
-                ("etc/motd", &b"husk pull error tests\n".repeat(200)),
-            ])],
-        )
-    }
-
-    fn manifest_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.manifest).unwrap()
-    }
-    fn manifest_digest(&self) -> String {
-        sha256(&self.manifest_bytes())
-    }
-    fn config_digest(&self) -> String {
-        sha256(&self.config)
-    }
-}
-
-/// An image config. `history` is optional in the OCI spec, but present here so that the
-/// error cases test only what they mean to (see `config_without_history_pulls`).
-fn config_json(arch: &str, diff_ids: &[String]) -> Value {
-    json!({
-        "created": "2024-01-01T00:00:00Z",
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": diff_ids.iter().map(|_| json!({
-            "created": "2024-01-01T00:00:00Z", "created_by": "husk tests/pull_errors.rs"
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// A descriptor for an index entry.
@@ -552,16 +199,8 @@ fn expect_pull_error(h: &Husk, args: &[&str], names: &[&str], causes: &[&str]) -
 
 #[track_caller]
 fn check_error_output(out: &Output, what: &str, names: &[&str], causes: &[&str]) {
-    assert_eq!(out.status, 125, "{what}: expected exit status 125\n{out:?}");
-    assert!(out.stdout.trim().is_empty(), "{what}: a failed pull printed on stdout\n{out:?}");
-    let text = out.stderr.trim_end_matches(['\n', '\r']);
-    let lines: Vec<&str> = text.split('\n').collect();
-    assert!(
-        lines.len() == 1 && !lines[0].trim().is_empty(),
-        "{what}: stderr must be exactly one non-empty line, it has {} line(s)\n{out:?}",
-        if text.is_empty() { 0 } else { lines.len() }
-    );
-    let line = lines[0];
+    // exit status 125, nothing on stdout, one line on stderr, no panic
+    let line = out.error_line(what);
     for n in names {
         assert!(line.contains(n), "{what}: the error does not name {n:?}:\n  {line}");
     }
@@ -572,7 +211,6 @@ fn check_error_output(out: &Output, what: &str, names: &[&str], causes: &[&str])
             "{what}: the error gives none of the expected causes {causes:?}:\n  {line}"
         );
     }
-    assert!(!line.contains("panicked"), "{what}: husk panicked:\n  {line}");
 }
 
 /// True if the fake registry was asked for this path.
@@ -592,8 +230,8 @@ fn control_fake_registry_serves_a_pullable_image() {
     let img = Image::new(
         host_arch(),
         vec![
-            Layer::new(&[("hello.txt", b"hello\n")]),
-            Layer::new(&[("second.txt", b"second layer\n")]),
+            Layer::gzip(&[("hello.txt", b"hello\n")]),
+            Layer::gzip(&[("second.txt", b"second layer\n")]),
         ],
     );
     reg.serve("good", "v1", &img);
@@ -741,7 +379,7 @@ fn layer_blob_not_matching_its_digest() {
     let img = Image::simple();
     reg.serve("app", "v1", &img);
     let layer = &img.layers[0];
-    let mut bad = layer.gz.clone();
+    let mut bad = layer.blob.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
     reg.blob("app", &layer.digest(), Resp::blob(bad));
@@ -754,14 +392,14 @@ fn layer_blob_that_is_another_valid_layer() {
     // Same size, valid gzip+tar, different content: only the digest check can tell.
     // Stored (level 0) gzip makes the blob size depend on the tar size alone.
     let reg = FakeRegistry::start();
-    let layer = Layer::with_level(&[("file.txt", b"what the manifest promised\n")], 0);
-    let other = Layer::with_level(&[("evil.txt", b"what the registry sent now\n")], 0);
-    assert_eq!(layer.gz.len(), other.gz.len(), "test setup: the two layers must have the same size");
+    let layer = Layer::gzip_level(&[("file.txt", b"what the manifest promised\n")], 0);
+    let other = Layer::gzip_level(&[("evil.txt", b"what the registry sent now\n")], 0);
+    assert_eq!(layer.blob.len(), other.blob.len(), "test setup: the two layers must have the same size");
     assert_ne!(layer.digest(), other.digest());
     let img = Image::new(host_arch(), vec![layer]);
     reg.serve("app", "v1", &img);
     let layer = &img.layers[0];
-    reg.blob("app", &layer.digest(), Resp::blob(other.gz.clone()));
+    reg.blob("app", &layer.digest(), Resp::blob(other.blob.clone()));
     let h = husk();
     expect_pull_error(&h, &[&reg.reference("app", "v1")], &[&layer.digest()], &["does not match", "mismatch"]);
 }
@@ -805,13 +443,13 @@ fn bad_second_layer_leaves_nothing_of_the_first() {
     let img = Image::new(
         host_arch(),
         vec![
-            Layer::new(&[("good.txt", b"a perfectly fine first layer\n")]),
-            Layer::new(&[("bad.txt", &b"the second layer gets corrupted\n".repeat(100))]),
+            Layer::gzip(&[("good.txt", b"a perfectly fine first layer\n")]),
+            Layer::gzip(&[("bad.txt", &b"the second layer gets corrupted\n".repeat(100))]),
         ],
     );
     reg.serve("two", "v1", &img);
     let bad_layer = &img.layers[1];
-    let mut bad = bad_layer.gz.clone();
+    let mut bad = bad_layer.blob.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0xff;
     // Delay nothing: husk fetches layers in parallel, so the good one is usually done
@@ -831,11 +469,11 @@ fn truncated_blob_with_honest_length() {
     let img = Image::simple();
     reg.serve("app", "v1", &img);
     let layer = &img.layers[0];
-    let short = layer.gz[..layer.gz.len() / 2].to_vec();
+    let short = layer.blob[..layer.blob.len() / 2].to_vec();
     reg.blob("app", &layer.digest(), Resp::blob(short));
     let h = husk();
     let line = expect_pull_error(&h, &[&reg.reference("app", "v1")], &[&layer.digest()], &["truncated", "short", "incomplete"]);
-    let want = format!("{} of {}", layer.gz.len() / 2, layer.gz.len());
+    let want = format!("{} of {}", layer.blob.len() / 2, layer.blob.len());
     assert!(line.contains(&want), "the error should say how much arrived ({want}):\n  {line}");
 }
 
@@ -846,7 +484,7 @@ fn truncated_blob_connection_cut() {
     let img = Image::simple();
     reg.serve("app", "v1", &img);
     let layer = &img.layers[0];
-    reg.blob("app", &layer.digest(), Resp::blob(layer.gz.clone()).cut_after(layer.gz.len() / 2));
+    reg.blob("app", &layer.digest(), Resp::blob(layer.blob.clone()).cut_after(layer.blob.len() / 2));
     let h = husk();
     expect_pull_error(
         &h,
@@ -863,7 +501,7 @@ fn oversized_blob_is_refused() {
     let img = Image::simple();
     reg.serve("app", "v1", &img);
     let layer = &img.layers[0];
-    let mut long = layer.gz.clone();
+    let mut long = layer.blob.clone();
     long.extend_from_slice(&[0u8; 4096]);
     reg.blob("app", &layer.digest(), Resp::blob(long));
     let h = husk();
@@ -874,9 +512,9 @@ fn oversized_blob_is_refused() {
         &["oversized", "larger", "more data", "too long", "too large"],
     );
     assert!(
-        !line.contains(&format!("got 0 of {}", layer.gz.len())),
+        !line.contains(&format!("got 0 of {}", layer.blob.len())),
         "the error misreports what arrived ({} bytes were sent):\n  {line}",
-        layer.gz.len() + 4096
+        layer.blob.len() + 4096
     );
 }
 
@@ -887,7 +525,7 @@ fn oversized_blob_is_refused() {
 /// Serves an image whose single layer blob is `gz` (digest and size in the manifest are
 /// those of `gz`, so the download verifies) while the config's diff id is `tar`'s.
 fn serve_with_layer_bytes(reg: &FakeRegistry, repo: &str, tar: &[u8], gz: Vec<u8>) -> String {
-    let good = Layer::new(&[("placeholder", b"x")]);
+    let good = Layer::gzip(&[("placeholder", b"x")]);
     let mut img = Image::new(host_arch(), vec![good]);
     // rebuild config and manifest around the given bytes
     let config = config_json(host_arch(), &[sha256(tar)]).to_string().into_bytes();
@@ -906,7 +544,7 @@ fn serve_with_layer_bytes(reg: &FakeRegistry, repo: &str, tar: &[u8], gz: Vec<u8
 #[test]
 fn corrupt_gzip_stream_with_matching_digest() {
     let reg = FakeRegistry::start();
-    let layer = Layer::new(&[("hello.txt", b"hello\n")]);
+    let layer = Layer::gzip(&[("hello.txt", b"hello\n")]);
     // A gzip header, then a deflate block of the reserved type 3 (0xff: BFINAL=1, BTYPE=11).
     let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
     gz.extend_from_slice(&[0xff; 64]);
@@ -928,8 +566,8 @@ fn gzip_stream_cut_short_with_matching_digest() {
     let reg = FakeRegistry::start();
     // incompressible-ish content so that the deflate stream is long
     let data: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let layer = Layer::new(&[("data.bin", &data)]);
-    let gz = layer.gz[..layer.gz.len() / 2].to_vec();
+    let layer = Layer::gzip(&[("data.bin", &data)]);
+    let gz = layer.blob[..layer.blob.len() / 2].to_vec();
     let digest = serve_with_layer_bytes(&reg, "cutgz", &layer.tar, gz);
     let h = husk();
     expect_pull_error(
@@ -1110,7 +748,7 @@ fn index_without_the_host_platform_lists_the_available_ones() {
     .collect();
     let mut entries = Vec::new();
     for (os, arch, variant) in &others {
-        let img = Image::new(arch, vec![Layer::new(&[("arch", arch.as_bytes())])]);
+        let img = Image::new(arch, vec![Layer::gzip(&[("arch", arch.as_bytes())])]);
         reg.serve("multi", &format!("only-{arch}"), &img);
         entries.push(index_entry(&img.manifest_bytes(), os, arch, *variant));
     }

@@ -1,5 +1,6 @@
-//! Registry authentication and redirects, against small fake HTTP/1.1 servers that record
-//! every request they receive (method, target, headers):
+//! Registry authentication and redirects, against small fake HTTP/1.1 servers
+//! (`Server` of tests/common/fake_registry.rs) that record every request they receive
+//! (method, target, headers):
 //!
 //! * anonymous bearer tokens from a token endpoint on another port;
 //! * `husk login` / `husk logout` against a registry that wants Basic auth;
@@ -15,404 +16,23 @@
 mod common;
 
 use base64::Engine as _;
+use common::fake_registry::{hex_part, host_arch, sha256, Image, Layer, Request, Resp, Routes, Server};
 use common::{Husk, Output, TestUser};
-use flate2::write::GzEncoder;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const MT_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 const USER: &str = "alice";
 const PASSWORD: &str = "secret";
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn hex_part(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
 
 fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 fn husk() -> Husk {
     common::ensure_prereqs();
     Husk::new(TestUser::Sub)
-}
-
-// ---------------------------------------------------------------------------
-// a recording HTTP/1.1 server
-// ---------------------------------------------------------------------------
-
-/// One request as the server saw it.
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    /// path and query, as sent
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-    /// A header's value (name case-insensitive).
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-    fn authorization(&self) -> Option<&str> {
-        self.header("authorization")
-    }
-    /// A query parameter, percent-decoded.
-    fn query(&self, key: &str) -> Option<String> {
-        let q = self.target.split_once('?')?.1;
-        q.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (url_decode(k) == key).then(|| url_decode(v))
-        })
-    }
-}
-
-fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (b[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 2;
-            }
-            (c, _) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One response.
-#[derive(Clone, Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn ok(content_type: &str, body: Vec<u8>) -> Resp {
-        Resp { status: 200, headers: vec![("Content-Type".into(), content_type.into())], body }
-    }
-    fn json(status: u16, v: Value) -> Resp {
-        Resp { status, ..Resp::ok("application/json", v.to_string().into_bytes()) }
-    }
-    fn error(status: u16, code: &str, message: &str) -> Resp {
-        Resp::json(status, json!({"errors": [{"code": code, "message": message}]}))
-    }
-    fn header(mut self, k: &str, v: &str) -> Resp {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-    /// 401 with this `WWW-Authenticate` challenge.
-    fn challenge(www_authenticate: &str) -> Resp {
-        Resp::error(401, "UNAUTHORIZED", "authentication required").header("WWW-Authenticate", www_authenticate)
-    }
-    fn redirect(status: u16, location: &str) -> Resp {
-        Resp { status, headers: vec![("Location".into(), location.into())], body: Vec::new() }
-    }
-}
-
-type Handler = Box<dyn Fn(&Request) -> Resp + Send + Sync>;
-
-/// An HTTP/1.1 server on 127.0.0.1:<random port>; one request per connection; every
-/// request is recorded before the handler answers it.
-struct Server {
-    port: u16,
-    log: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(handler: impl Fn(&Request) -> Resp + Send + Sync + 'static) -> Server {
-        Server::start_with_port(move |_| handler)
-    }
-
-    /// `make` gets the server's own port (for absolute self-redirects).
-    fn start_with_port<F>(make: impl FnOnce(u16) -> F) -> Server
-    where
-        F: Fn(&Request) -> Resp + Send + Sync + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        let handler: Arc<Handler> = Arc::new(Box::new(make(port)));
-        let log: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (log, stop) = (log.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("fake-server-{port}"))
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = conn else { continue };
-                        let (log, handler) = (log.clone(), handler.clone());
-                        std::thread::spawn(move || serve_connection(stream, &**handler, &log));
-                    }
-                })
-                .expect("spawn a fake server")
-        };
-        Server { port, log, stop, accept: Some(accept) }
-    }
-
-    /// "127.0.0.1:PORT"
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Every request, one per line, for failure messages.
-    fn dump(&self) -> String {
-        self.requests()
-            .iter()
-            .map(|r| format!("  {} {}  Authorization: {:?}", r.method, r.target, r.authorization()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        302 => "Found",
-        307 => "Temporary Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        _ => "Whatever",
-    }
-}
-
-fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send + Sync), log: &Mutex<Vec<Request>>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > 64 << 10 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let headers = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let req = Request { method, target, headers };
-    log.lock().unwrap().push(req.clone());
-    let resp = handler(&req);
-
-    let mut h = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    h.push_str("Docker-Distribution-API-Version: registry/2.0\r\n");
-    h.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
-    for (k, v) in &resp.headers {
-        h.push_str(&format!("{k}: {v}\r\n"));
-    }
-    h.push_str("Connection: close\r\n\r\n");
-    if s.write_all(h.as_bytes()).is_err() {
-        return;
-    }
-    if req.method != "HEAD" {
-        let _ = s.write_all(&resp.body);
-    }
-    let _ = s.flush();
-    let _ = s.shutdown(Shutdown::Write);
-    // Wait for the client to close, so that the kernel never resets the connection
-    // under data the client has not read yet.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// registry content
-// ---------------------------------------------------------------------------
-
-/// One layer: its tar and the blob as served (the tar itself, or gzip of it).
-struct Layer {
-    tar: Vec<u8>,
-    blob: Vec<u8>,
-    media_type: &'static str,
-}
-
-impl Layer {
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(name).unwrap();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_704_067_200);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            b.append(&h, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-    fn gzip(files: &[(&str, &[u8])]) -> Layer {
-        let tar = Layer::tar_of(files);
-        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar).unwrap();
-        Layer { blob: gz.finish().unwrap(), tar, media_type: MT_GZIP }
-    }
-    fn uncompressed(files: &[(&str, &[u8])]) -> Layer {
-        let tar = Layer::tar_of(files);
-        Layer { blob: tar.clone(), tar, media_type: MT_TAR }
-    }
-    fn diff_id(&self) -> String {
-        sha256(&self.tar)
-    }
-    fn digest(&self) -> String {
-        sha256(&self.blob)
-    }
-}
-
-struct Image {
-    config: Vec<u8>,
-    layers: Vec<Layer>,
-    manifest: Vec<u8>,
-}
-
-impl Image {
-    fn new(layers: Vec<Layer>) -> Image {
-        let diff_ids: Vec<String> = layers.iter().map(Layer::diff_id).collect();
-        let config = json!({
-            "created": "2024-01-01T00:00:00Z",
-            "architecture": host_arch(),
-            "os": "linux",
-            "config": {"Cmd": ["sh"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": diff_ids.iter().map(|_| json!({"created_by": "husk tests/registry_auth.rs"})).collect::<Vec<_>>(),
-        })
-        .to_string()
-        .into_bytes();
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
-            "config": {"mediaType": MT_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.digest(), "size": l.blob.len()
-            })).collect::<Vec<_>>(),
-        })
-        .to_string()
-        .into_bytes();
-        Image { config, layers, manifest }
-    }
-
-    fn simple() -> Image {
-        Image::new(vec![Layer::gzip(&[
-            ("hello.txt", b"hello from behind the login\n"),
-            ("etc/motd", &b"husk registry auth tests\n".repeat(100)),
-        ])])
-    }
-
-    fn config_digest(&self) -> String {
-        sha256(&self.config)
-    }
-}
-
-/// The paths of a registry that serves images: `/v2/`, manifests by tag and digest, blobs.
-#[derive(Default)]
-struct Routes(HashMap<String, Resp>);
-
-impl Routes {
-    fn with(repo: &str, tag: &str, img: &Image) -> Routes {
-        let mut r = Routes::default();
-        r.add(repo, tag, img);
-        r
-    }
-    fn add(&mut self, repo: &str, tag: &str, img: &Image) {
-        let digest = sha256(&img.manifest);
-        let m = Resp::ok(MT_MANIFEST, img.manifest.clone()).header("Docker-Content-Digest", &digest);
-        self.0.insert(format!("/v2/{repo}/manifests/{tag}"), m.clone());
-        self.0.insert(format!("/v2/{repo}/manifests/{digest}"), m);
-        let mut blobs = vec![(img.config_digest(), img.config.clone())];
-        blobs.extend(img.layers.iter().map(|l| (l.digest(), l.blob.clone())));
-        for (d, body) in blobs {
-            let b = Resp::ok("application/octet-stream", body).header("Docker-Content-Digest", &d);
-            self.0.insert(format!("/v2/{repo}/blobs/{d}"), b);
-        }
-    }
-    fn answer(&self, req: &Request) -> Resp {
-        let path = req.path();
-        if path == "/v2/" || path == "/v2" {
-            return Resp::json(200, json!({}));
-        }
-        match self.0.get(path) {
-            Some(r) => r.clone(),
-            None if path.contains("/manifests/") => Resp::error(404, "MANIFEST_UNKNOWN", "manifest unknown"),
-            None => Resp::error(404, "BLOB_UNKNOWN", "blob unknown to registry"),
-        }
-    }
 }
 
 /// A registry that answers only requests carrying exactly `Basic alice:secret`.
@@ -443,17 +63,9 @@ fn pull_ok(h: &Husk, reference: &str, img: &Image, servers: &[&Server]) {
 /// The one error line of a failed husk command (exit status 125, nothing on stdout).
 #[track_caller]
 fn error_line(out: &Output, what: &str) -> String {
-    assert_eq!(out.status, 125, "{what}: expected exit status 125\n{out:?}");
-    assert!(out.stdout.trim().is_empty(), "{what}: printed on stdout although it failed\n{out:?}");
-    let text = out.stderr.trim_end_matches(['\n', '\r']);
-    let lines: Vec<&str> = text.split('\n').collect();
-    assert!(
-        lines.len() == 1 && !lines[0].trim().is_empty(),
-        "{what}: stderr must be exactly one non-empty line\n{out:?}"
-    );
-    assert!(!text.contains("panicked"), "{what}: husk panicked\n{out:?}");
-    eprintln!("{what}\n  -> {}", lines[0]);
-    lines[0].to_string()
+    let line = out.error_line(what);
+    eprintln!("{what}\n  -> {line}");
+    line.to_string()
 }
 
 #[track_caller]
@@ -775,7 +387,7 @@ fn bearer_token_requires_stored_credentials() {
 
 #[test]
 fn blob_redirects_keep_credentials_at_home() {
-    let img = Image::new(vec![
+    let img = Image::new(host_arch(), vec![
         Layer::gzip(&[("one.txt", b"first layer, kept in the blob store\n")]),
         Layer::gzip(&[("two.txt", b"second layer, moved within the registry\n")]),
     ]);
@@ -879,7 +491,7 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 #[test]
 fn uncompressed_layer_pulls_and_extracts() {
-    let img = Image::new(vec![
+    let img = Image::new(host_arch(), vec![
         Layer::uncompressed(&[("plain.txt", b"an uncompressed layer\n"), ("etc/plain.conf", b"x=1\n")]),
         Layer::gzip(&[("zipped.txt", b"a gzip layer on top\n")]),
     ]);
@@ -899,7 +511,7 @@ fn uncompressed_layer_pulls_and_extracts() {
     assert_eq!(i["Id"], img.config_digest().as_str(), "{out:?}");
     let diff_ids: Vec<String> = img.layers.iter().map(Layer::diff_id).collect();
     assert_eq!(i["RootFS"]["Layers"], json!(diff_ids), "{out:?}");
-    assert_eq!(i["Manifest"]["Digest"], sha256(&img.manifest).as_str(), "{out:?}");
+    assert_eq!(i["Manifest"]["Digest"], sha256(&img.manifest_bytes()).as_str(), "{out:?}");
 
     let chains = chain_ids(&diff_ids);
     let store = h.store();

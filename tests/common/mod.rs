@@ -7,9 +7,12 @@
 //! * `Husk` / `TestUser` run the husk binary as root, as a user with subuid ranges, or as a
 //!                       user without any, each with a fresh HOME.
 //! * `umoci_unpack()` / `compare_trees()` reference extraction and tree comparison.
+//! * `fake_registry`     fake HTTP/1.1 registries in the test process and the images they serve.
 //!
 //! Everything panics with a clear message instead of skipping.
 #![allow(dead_code)]
+
+pub mod fake_registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -713,6 +716,22 @@ impl Output {
     pub fn assert_fail(&self) -> &Self {
         assert!(!self.success(), "husk unexpectedly succeeded: {self:?}");
         self
+    }
+    /// The one line of a failed husk command, after checking that the failure is clean:
+    /// exit status 125, nothing on stdout, exactly one non-empty line on stderr, no panic.
+    #[track_caller]
+    pub fn error_line(&self, what: &str) -> &str {
+        assert_eq!(self.status, 125, "{what}: expected exit status 125\n{self:?}");
+        assert!(self.stdout.trim().is_empty(), "{what}: printed on stdout although it failed\n{self:?}");
+        let text = self.stderr.trim_end_matches(['\n', '\r']);
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert!(
+            lines.len() == 1 && !lines[0].trim().is_empty(),
+            "{what}: stderr must be exactly one non-empty line, it has {} line(s)\n{self:?}",
+            if text.is_empty() { 0 } else { lines.len() }
+        );
+        assert!(!text.contains("panicked"), "{what}: husk panicked\n{self:?}");
+        lines[0]
     }
 }
 
