@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a command in a new container
+    #[command(disable_help_flag = true)]
+    Run(cmd::run::RunArgs),
     Pull(cmd::pull::PullArgs),
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
@@ -48,6 +51,7 @@ enum ImageCmd {
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let ctx = Ctx::new(cli.root)?;
     match cli.command {
+        Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => cmd::pull::run(&ctx, a),
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),

@@ -232,3 +232,34 @@ mod time_tests {
         assert!(super::parse_rfc3339("yesterday").is_none());
     }
 }
+
+/// RFC 3339 in UTC with nanoseconds, as Docker writes times.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        year, month, day, rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn round_trips() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1714564800, 5);
+        assert_eq!(super::rfc3339(t), "2024-05-01T12:00:00.000000005Z");
+        assert_eq!(super::parse_rfc3339(&super::rfc3339(t)).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1714564800);
+    }
+}

@@ -7,6 +7,7 @@ pub mod login;
 pub mod man;
 pub mod pull;
 pub mod rmi;
+pub mod run;
 pub mod system;
 pub mod tag;
 

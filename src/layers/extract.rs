@@ -21,9 +21,11 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
+
+use crate::sys::{openat2, openat_owned};
 
 use anyhow::{anyhow, Context, Result};
 use nix::dir::{Dir, Type as DirType};
@@ -855,45 +857,6 @@ fn is_type(st: &FileStat, t: SFlag) -> bool {
 
 fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
-}
-
-fn openat_owned(dir: RawFd, name: &[u8], flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-    let fd = nix::fcntl::openat(Some(dir), name, flags, mode)?;
-    // SAFETY: `fd` was just returned by a successful openat and nothing else
-    // owns it, so the OwnedFd becomes its only owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-fn openat2(dir: RawFd, path: &[u8], flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
-    let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    let how = OpenHow {
-        flags: flags.bits() as u64,
-        mode: 0,
-        resolve,
-    };
-    // SAFETY: `path` is a valid NUL-terminated string and `how` a properly laid
-    // out `struct open_how` whose size is passed; both outlive the call, which
-    // only reads them.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    let fd = Errno::result(ret)?;
-    // SAFETY: a successful openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn fsetxattr(fd: RawFd, name: &CStr, value: &[u8]) -> nix::Result<()> {

@@ -11,6 +11,16 @@ enum Message {
     UserNamespaceReady,
     /// The id maps were written (Ok) or could not be (Err with the reason).
     IdMapsDone(Result<(), String>),
+    /// The container's process could not be set up or started: the exit code to
+    /// report (125 setup, 126 not executable, 127 not found) and why.
+    ContainerFailed { code: i32, message: String },
+}
+
+/// What became of the container's process.
+pub enum StartOutcome {
+    /// The command replaced the child (the channel closed on exec).
+    Started,
+    Failed { code: i32, message: String },
 }
 
 pub struct Channel {
@@ -57,6 +67,31 @@ impl Channel {
 
     pub fn report_id_maps(&mut self, result: Result<(), String>) -> Result<()> {
         self.send(&Message::IdMapsDone(result))
+    }
+
+    /// From the container child: it cannot go on.
+    pub fn report_container_failure(&mut self, code: i32, message: &str) -> Result<()> {
+        self.send(&Message::ContainerFailed { code, message: message.to_string() })
+    }
+
+    /// In the parent: waits until the child has exec'd (its end closes) or failed.
+    pub fn wait_for_exec(&mut self) -> Result<StartOutcome> {
+        let mut len = [0u8; 4];
+        match self.stream.read_exact(&mut len) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(StartOutcome::Started),
+            Err(e) => return Err(e).context("waiting for the container to start"),
+            Ok(()) => {}
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > 1 << 20 {
+            bail!("channel message of {} bytes refused", len);
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        match serde_json::from_slice(&body)? {
+            Message::ContainerFailed { code, message } => Ok(StartOutcome::Failed { code, message }),
+            other => bail!("unexpected message {:?} while the container starts", other),
+        }
     }
 
     pub fn wait_for_id_maps(&mut self) -> Result<()> {

@@ -1,4 +1,9 @@
-//! Namespaces: id maps, the user namespace husk works in, and (later) the container fork sequence.
+//! Namespaces: id maps, the user namespace husk works in, and the container fork sequence.
+pub mod caps;
 pub mod channel;
+pub mod exec;
 pub mod idmap;
+pub mod net;
+pub mod rootfs;
+pub mod run;
 pub mod userns;

@@ -1,0 +1,223 @@
+//! The container's root filesystem, built inside its new mount namespace: the image
+//! layers under a native overlay with a private upper dir, then /proc, /dev, /sys and the
+//! requested mounts, each destination resolved inside the rootfs (a symlink in the image
+//! cannot send a mount outside: CVE-2021-30465 class), then pivot_root.
+use crate::sys::{mount_set_readonly, openat2, openat_owned};
+use libc::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use oci_spec::runtime::{Mount, Spec};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Where the layers and the writable layer of one container are.
+#[derive(Debug, Clone)]
+pub struct RootfsPlan {
+    /// Bottom layer first.
+    pub lowerdirs: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub target: PathBuf,
+    /// Files bind-mounted over /etc/hostname, /etc/hosts, /etc/resolv.conf.
+    pub etc_files: Vec<(String, PathBuf)>,
+}
+
+const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Builds the rootfs and moves into it. Runs in the child, in its own mount namespace.
+pub fn enter(spec: &Spec, plan: &RootfsPlan) -> Result<()> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making mounts private")?;
+    mount_overlay(plan)?;
+    let root = openat_owned(libc::AT_FDCWD, plan.target.to_string_lossy().as_bytes(), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+        .context("opening the rootfs")?;
+    for special in ["proc", "dev", "sys"] {
+        refuse_symlink(&root, special)?;
+    }
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        mount_in_root(&root, m).with_context(|| format!("mounting {}", m.destination().display()))?;
+    }
+    populate_dev(&root)?;
+    for (dest, file) in &plan.etc_files {
+        let fd = ensure_in_root(&root, Path::new(dest), false)?;
+        bind(file, &fd_path(&fd), false, false)?;
+    }
+    pivot(&plan.target)?;
+    let linux = spec.linux().as_ref();
+    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+        mask(Path::new(p))?;
+    }
+    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+        if Path::new(p).exists() {
+            bind(Path::new(p), Path::new(p), true, true).with_context(|| format!("making {} read-only", p))?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        remount_ro(Path::new("/"), false).context("making the rootfs read-only")?;
+    }
+    Ok(())
+}
+
+fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
+    let lower: Vec<String> = plan.lowerdirs.iter().rev().map(|p| escape_overlay(&p.to_string_lossy())).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.join(":"),
+        escape_overlay(&plan.upper.to_string_lossy()),
+        escape_overlay(&plan.work.to_string_lossy())
+    );
+    if opts.len() >= 4096 {
+        bail!("too many layers for one overlay mount ({} bytes of options)", opts.len());
+    }
+    mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+        .context("mounting the overlay rootfs (native overlayfs in a user namespace)")
+}
+
+fn escape_overlay(p: &str) -> String {
+    p.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+}
+
+fn refuse_symlink(root: &OwnedFd, name: &str) -> Result<()> {
+    match fstatat(Some(root.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+            bail!("the image's /{} is a symlink; refused", name)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens (creating when missing) `dest` inside the rootfs, never leaving it.
+fn ensure_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> Result<OwnedFd> {
+    let rel = dest.strip_prefix("/").unwrap_or(dest);
+    let bytes = rel.to_string_lossy();
+    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    match openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("resolving {} in the rootfs", dest.display())),
+    }
+    let parent_path = rel.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = match parent_path {
+        Some(p) => ensure_in_root(root, &Path::new("/").join(p), true)?,
+        None => root.try_clone()?,
+    };
+    let name = rel.file_name().context("mount destination has no name")?;
+    let name = name.to_string_lossy();
+    if dir {
+        match nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_ref(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dest.display())),
+        }
+    } else {
+        let _ = openat_owned(parent.as_raw_fd(), name.as_bytes(), OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
+            .with_context(|| format!("creating {}", dest.display()))?;
+    }
+    openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve)
+        .with_context(|| format!("resolving {} in the rootfs", dest.display()))
+}
+
+fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
+    let typ = m.typ().as_deref().unwrap_or("bind");
+    let options = m.options().clone().unwrap_or_default();
+    let readonly = options.iter().any(|o| o == "ro");
+    let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+    if is_bind {
+        let source = m.source().as_ref().context("bind mount without a source")?;
+        let is_dir = std::fs::metadata(source).with_context(|| format!("bind source {}", source.display()))?.is_dir();
+        let target = ensure_in_root(root, m.destination(), is_dir)?;
+        let recursive = options.iter().any(|o| o == "rbind");
+        bind(source, &fd_path(&target), false, recursive)?;
+        if readonly {
+            // The descriptor still names the directory under the new mount: resolve again.
+            let mounted = ensure_in_root(root, m.destination(), is_dir)?;
+            remount_ro(&fd_path(&mounted), recursive)?;
+        }
+        return Ok(());
+    }
+    let target = ensure_in_root(root, m.destination(), true)?;
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in &options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "rw" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    let data = data.join(",");
+    let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
+    mount(Some(source.as_str()), &fd_path(&target), Some(typ), flags, Some(data.as_str()))
+        .with_context(|| format!("mount -t {}", typ))
+}
+
+/// Bind-mounts `source` on `target` (with its submounts when `recursive`), read-only when asked.
+fn bind(source: &Path, target: &Path, readonly: bool, recursive: bool) -> Result<()> {
+    let flags = if recursive { MsFlags::MS_BIND | MsFlags::MS_REC } else { MsFlags::MS_BIND };
+    mount(Some(source), target, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("bind-mounting {}", source.display()))?;
+    if readonly {
+        remount_ro(target, recursive)?;
+    }
+    Ok(())
+}
+
+/// Makes a mount (and, when `recursive`, the mounts below it) read-only.
+fn remount_ro(target: &Path, recursive: bool) -> Result<()> {
+    mount_set_readonly(target, recursive).with_context(|| format!("making {} read-only", target.display()))
+}
+
+/// Device files bound from the host (a user namespace cannot create real ones) and the usual links.
+fn populate_dev(root: &OwnedFd) -> Result<()> {
+    for dev in HOST_DEVICES {
+        let host = Path::new("/dev").join(dev);
+        if host.exists() {
+            let fd = ensure_in_root(root, &Path::new("/dev").join(dev), false)?;
+            bind(&host, &fd_path(&fd), false, false)?;
+        }
+    }
+    let dev = ensure_in_root(root, Path::new("/dev"), true)?;
+    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        match nix::unistd::symlinkat(target, Some(devdir.as_raw_fd()), name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating /dev/{}", name)),
+        }
+    }
+    Ok(())
+}
+
+fn pivot(target: &Path) -> Result<()> {
+    nix::unistd::chdir(target).context("entering the rootfs")?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(())
+}
+
+/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+            .with_context(|| format!("masking {}", path.display())),
+        Ok(_) => mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("masking {}", path.display())),
+    }
+}
