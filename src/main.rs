@@ -71,6 +71,7 @@ fn main() {
     unsafe {
         let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
+    husk::util::trace("start");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -24,9 +24,19 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     atomic_write_mode(path, data, 0o644)
 }
 
+/// `atomic_write` without the fsync: readers and a killed writer still only ever see
+/// whole files, but a power loss may lose the update. For per-container runtime files.
+pub fn atomic_replace(path: &Path, data: &[u8]) -> Result<()> {
+    write_via_temp(path, data, 0o644, false)
+}
+
 /// `atomic_write` with the file created at `mode` (before the umask) from the start,
 /// so a secret is never readable by others, not even for a moment.
 pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_via_temp(path, data, mode, true)
+}
+
+fn write_via_temp(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("atomic_write: path has no parent")?;
     let name = path.file_name().context("atomic_write: path has no file name")?;
@@ -34,7 +44,9 @@ pub fn atomic_write_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
         Ok(())
     })();
@@ -261,5 +273,15 @@ mod rfc3339_tests {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1714564800, 5);
         assert_eq!(super::rfc3339(t), "2024-05-01T12:00:00.000000005Z");
         assert_eq!(super::parse_rfc3339(&super::rfc3339(t)).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1714564800);
+    }
+}
+
+/// With `HUSK_TRACE=1`, prints the time since start-up at named points (to stderr).
+pub fn trace(point: &str) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| std::env::var_os("HUSK_TRACE").map(|_| std::time::Instant::now()));
+    if let Some(s) = start {
+        eprintln!("husk-trace {:>8.3} ms  {}", s.elapsed().as_secs_f64() * 1000.0, point);
     }
 }

@@ -10,6 +10,7 @@ use crate::layers::store::Store;
 use crate::ns::idmap::IdMapping;
 use crate::ns::rootfs::RootfsPlan;
 use crate::ns::run::{run as run_container, Exit, RunOptions};
+use crate::util::trace;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -101,9 +102,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
         crate::container::validate_name(n)?;
     }
 
+    trace("arguments parsed");
     let ids = crate::ns::userns::enter_user_namespace()?;
+    trace("user namespace entered");
     let store = ctx.store()?;
     let image = find_or_pull(&store, &ids, &args, platform)?;
+    trace("image resolved");
 
     let writers = store.lock_writers()?;
     let layers_top_first: Vec<PathBuf> = image
@@ -123,6 +127,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
         command.clone(),
     )?;
     drop(writers);
+    trace("container created");
 
     let result = start(&store, &ids, &args, &image, &cfg, &layers_top_first, &mut container, command, binds, tmpfs, capabilities, env_extra);
     let code = match &result {
@@ -130,10 +135,13 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
         Ok(Exit::NotStarted { code, .. }) => *code,
         Err(_) => 125,
     };
-    let _ = container.set_exited(code);
+    trace("container exited");
     if args.rm {
         container.remove()?;
+    } else {
+        let _ = container.set_exited(code);
     }
+    trace("cleaned up");
     match result? {
         Exit::Status(c) => Ok(c),
         Exit::NotStarted { code, message } => {
@@ -200,10 +208,11 @@ fn start(
         binds,
         tmpfs,
     })?;
-    crate::util::atomic_write(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
+    crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
     let etc_files = write_etc_files(&container.dir, &hostname)?;
     container.state.status = "running".into();
     container.save()?;
+    trace("spec and files written");
     let _ = store;
     run_container(
         &spec,
@@ -317,7 +326,7 @@ fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>>
     let mut out = Vec::new();
     for (name, content) in files {
         let path = dir.join(name);
-        crate::util::atomic_write(&path, content.as_bytes())?;
+        std::fs::write(&path, content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         out.push((format!("/etc/{}", name), path));
     }
     Ok(out)

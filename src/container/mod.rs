@@ -4,7 +4,7 @@ pub mod spec;
 pub mod user;
 
 use crate::layers::store::Store;
-use crate::util::{atomic_write, remove_tree, rfc3339, FileLock};
+use crate::util::{atomic_replace, remove_tree, rfc3339, FileLock};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -125,7 +125,7 @@ impl Container {
     }
 
     pub fn save(&self) -> Result<()> {
-        atomic_write(&self.dir.join("state.json"), &serde_json::to_vec_pretty(&self.state)?)
+        atomic_replace(&self.dir.join("state.json"), &serde_json::to_vec_pretty(&self.state)?)
     }
 
     pub fn short_id(&self) -> &str {
@@ -140,7 +140,10 @@ impl Container {
     }
 
     /// Removes everything of the container (call from inside the user namespace).
+    /// overlayfs leaves `work/work` with mode 000: remove it first so that the
+    /// general tree removal does not have to fail and retry.
     pub fn remove(self) -> Result<()> {
+        let _ = fs::remove_dir(self.dir.join("work/work"));
         remove_tree(&self.dir)
     }
 }

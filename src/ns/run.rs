@@ -75,7 +75,9 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
         }
         ForkResult::Parent { child } => {
             drop(child_end);
-            match parent_end.wait_for_exec()? {
+            let outcome = parent_end.wait_for_exec()?;
+            crate::util::trace("container process exec'd");
+            match outcome {
                 StartOutcome::Started => Ok(Exit::Status(forward_until_exit(child, &waited)?)),
                 StartOutcome::Failed { code, message } => {
                     let _ = waitpid(child, None);

@@ -73,18 +73,26 @@ fn write_maps(target: Pid, mapping: &IdMapping) -> Result<()> {
         fs::write(format!("/proc/{}/gid_map", target), fmt(mapping.gid_lines())).context("writing gid_map")?;
         return Ok(());
     }
-    run_map_tool("newuidmap", target, &mapping.uid_lines())?;
-    run_map_tool("newgidmap", target, &mapping.gid_lines())
+    // The two setuid helpers are independent: run them at the same time.
+    let uid = spawn_map_tool("newuidmap", target, &mapping.uid_lines())?;
+    let gid = spawn_map_tool("newgidmap", target, &mapping.gid_lines())?;
+    let (u, g) = (finish_map_tool("newuidmap", uid), finish_map_tool("newgidmap", gid));
+    u.and(g)
 }
 
-fn run_map_tool(tool: &str, target: Pid, lines: &[(u32, u32, u32)]) -> Result<()> {
+fn spawn_map_tool(tool: &str, target: Pid, lines: &[(u32, u32, u32)]) -> Result<std::process::Child> {
     let path = find_in_path(tool).with_context(|| format!("{} not found (install the Debian package uidmap)", tool))?;
     let mut cmd = Command::new(path);
     cmd.arg(target.to_string());
     for (c, h, n) in lines {
         cmd.args([c.to_string(), h.to_string(), n.to_string()]);
     }
-    let out = cmd.output().with_context(|| format!("running {}", tool))?;
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    cmd.spawn().with_context(|| format!("running {}", tool))
+}
+
+fn finish_map_tool(tool: &str, child: std::process::Child) -> Result<()> {
+    let out = child.wait_with_output().with_context(|| format!("waiting for {}", tool))?;
     if !out.status.success() {
         bail!("{} failed: {}", tool, String::from_utf8_lossy(&out.stderr).trim());
     }
