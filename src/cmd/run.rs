@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// Keep standard input open (otherwise the container reads nothing)
     #[arg(short, long)]
     pub interactive: bool,
+    /// Run a minimal init as pid 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    pub init: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    pub tty: bool,
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
@@ -226,6 +232,8 @@ fn start(
             },
             stdin: args.interactive,
             own_network,
+            init: args.init,
+            tty: args.tty,
         },
     )
     .with_context(|| format!("starting a container from {}", image.names.first().map(String::as_str).unwrap_or(image.short_id())))

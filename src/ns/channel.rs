@@ -69,6 +69,16 @@ impl Channel {
         self.send(&Message::IdMapsDone(result))
     }
 
+    /// Closes this process's copy of the socket (a forked init must not keep the
+    /// parent from seeing the command's exec).
+    /// (`shutdown` would not do: it acts on the socket shared with the other copies.)
+    pub fn close_in_this_process(&mut self) {
+        if let Ok(devnull) = std::fs::File::open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            let _ = nix::unistd::dup2(devnull.as_raw_fd(), self.stream.as_raw_fd());
+        }
+    }
+
     /// From the container child: it cannot go on.
     pub fn report_container_failure(&mut self, code: i32, message: &str) -> Result<()> {
         self.send(&Message::ContainerFailed { code, message: message.to_string() })

@@ -6,4 +6,5 @@ pub mod idmap;
 pub mod net;
 pub mod rootfs;
 pub mod run;
+pub mod tty;
 pub mod userns;

@@ -28,7 +28,7 @@ pub struct RootfsPlan {
 const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the rootfs and moves into it. Runs in the child, in its own mount namespace.
-pub fn enter(spec: &Spec, plan: &RootfsPlan) -> Result<()> {
+pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
     mount_overlay(plan)?;
@@ -41,6 +41,10 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan) -> Result<()> {
         mount_in_root(&root, m).with_context(|| format!("mounting {}", m.destination().display()))?;
     }
     populate_dev(&root)?;
+    if let Some(pty) = console {
+        let fd = ensure_in_root(&root, Path::new("/dev/console"), false)?;
+        bind(pty, &fd_path(&fd), false, false).context("binding the pty to /dev/console")?;
+    }
     for (dest, file) in &plan.etc_files {
         let fd = ensure_in_root(&root, Path::new(dest), false)?;
         bind(file, &fd_path(&fd), false, false)?;

@@ -9,11 +9,13 @@
 //!   a. new mount, UTS and IPC namespaces (and network, for --network none);
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
 //!   c. hostname, stdin, capabilities bounding set, user and groups, capabilities;
-//!   d. working directory, descriptors above 2 closed on exec, exec the command.
+//!   d. working directory, descriptors above 2 closed on exec, then (with --init) fork
+//!      again so that a minimal init stays pid 1, and exec the command.
 use super::caps;
 use super::channel::{Channel, StartOutcome};
 use super::exec;
 use super::rootfs::{self, RootfsPlan};
+use super::tty;
 use anyhow::{Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -30,6 +32,10 @@ pub struct RunOptions {
     pub stdin: bool,
     /// A new network namespace with only lo (--network none).
     pub own_network: bool,
+    /// A minimal init as pid 1 that reaps zombies and forwards signals (--init).
+    pub init: bool,
+    /// A pseudo-terminal as the container's stdio and /dev/console (-t).
+    pub tty: bool,
 }
 
 /// How the container ended.
@@ -59,6 +65,7 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     waited.thread_block().context("blocking signals")?;
 
     let (mut parent_end, mut child_end) = Channel::pair()?;
+    let pty = if opts.tty { Some(tty::open()?) } else { None };
     unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
     // SAFETY: husk is single-threaded here (pull's threads have ended), so the child
     // may allocate and run ordinary code until it execs or exits.
@@ -66,7 +73,8 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
         ForkResult::Child => {
             drop(parent_end);
             let _ = SigSet::empty().thread_set_mask();
-            let failure = match child(spec, opts) {
+            let slave = pty.map(|p| p.slave);
+            let failure = match child(spec, opts, slave.as_ref(), &waited, &mut child_end) {
                 Ok(never) => match never {},
                 Err(f) => f,
             };
@@ -75,10 +83,12 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
         }
         ForkResult::Parent { child } => {
             drop(child_end);
+            let master = pty.map(|p| p.master);
+            let _raw = master.as_ref().filter(|_| opts.stdin).map(|_| tty::RawMode::enter());
             let outcome = parent_end.wait_for_exec()?;
             crate::util::trace("container process exec'd");
             match outcome {
-                StartOutcome::Started => Ok(Exit::Status(forward_until_exit(child, &waited)?)),
+                StartOutcome::Started => Ok(Exit::Status(supervise(child, &waited, master.as_ref(), opts.stdin)?)),
                 StartOutcome::Failed { code, message } => {
                     let _ = waitpid(child, None);
                     if code == SETUP_FAILED {
@@ -91,17 +101,64 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     }
 }
 
-fn forward_until_exit(child: Pid, waited: &SigSet) -> Result<i32> {
+/// The parent's loop, single-threaded (a process that unshared its pid namespace may
+/// not start threads): forwards signals, relays the pty, and returns the exit status.
+fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>, forward_stdin: bool) -> Result<i32> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let signals = SignalFd::with_flags(waited, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
+    let stdin = std::io::stdin();
+    let mut master_open = master.is_some();
+    let mut stdin_open = master.is_some() && forward_stdin;
+    if let Some(m) = master {
+        tty::sync_window_size(m);
+    }
     loop {
-        let sig = waited.wait().context("waiting for signals")?;
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let (Some(m), true) = (master, master_open) {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the container"),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().map(|r| !r.is_empty()).unwrap_or(false)).collect();
+        drop(fds);
+        let mut next = 1;
+        if let (Some(m), true) = (master, master_open) {
+            if ready[next] {
+                master_open = tty::pump(m.as_fd(), std::io::stdout().as_fd());
+            }
+            next += 1;
+        }
+        if stdin_open && ready[next] {
+            if let Some(m) = master {
+                stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
+        let Some(info) = signals.read_signal().context("reading a signal")? else { continue };
+        let sig = Signal::try_from(info.ssi_signo as i32).context("unknown signal")?;
+        if let (Signal::SIGWINCH, Some(m)) = (sig, master) {
+            // The kernel tells the container's foreground process group itself.
+            tty::sync_window_size(m);
+            continue;
+        }
         if sig != Signal::SIGCHLD {
             let _ = kill(child, sig);
             continue;
         }
         loop {
             match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+                Ok(WaitStatus::Exited(_, code)) => return Ok(drain_then(master, master_open, code)),
+                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(drain_then(master, master_open, 128 + s as i32)),
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -109,6 +166,16 @@ fn forward_until_exit(child: Pid, waited: &SigSet) -> Result<i32> {
             }
         }
     }
+}
+
+/// Copies what the container wrote to the pty before it exited.
+fn drain_then(master: Option<&std::os::fd::OwnedFd>, open: bool, code: i32) -> i32 {
+    use std::os::fd::{AsFd, AsRawFd};
+    if let (Some(m), true) = (master, open) {
+        let _ = nix::fcntl::fcntl(m.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {}
+    }
+    code
 }
 
 type Failure = (i32, String);
@@ -119,7 +186,13 @@ fn setup<T>(r: Result<T>) -> std::result::Result<T, Failure> {
 
 enum Never {}
 
-fn child(spec: &Spec, opts: &RunOptions) -> std::result::Result<Never, Failure> {
+fn child(
+    spec: &Spec,
+    opts: &RunOptions,
+    pty_slave: Option<&std::os::fd::OwnedFd>,
+    waited: &SigSet,
+    channel: &mut Channel,
+) -> std::result::Result<Never, Failure> {
     // a. namespaces
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if opts.own_network {
@@ -130,8 +203,13 @@ fn child(spec: &Spec, opts: &RunOptions) -> std::result::Result<Never, Failure> 
         setup(super::net::loopback_up())?;
     }
 
-    // b. rootfs
-    setup(rootfs::enter(spec, &opts.rootfs))?;
+    // b. rootfs (with -t, /dev/console is the pty). The bind source must be the slave's
+    // path: its descriptor points into the parent's mount namespace, which a bind refuses.
+    let console = match pty_slave {
+        Some(s) => Some(setup(tty::slave_path(s))?),
+        None => None,
+    };
+    setup(rootfs::enter(spec, &opts.rootfs, console.as_deref()))?;
 
     // c. identity and privileges (the working directory is created first, as root, like Docker)
     let process = setup(spec.process().as_ref().context("the spec has no process"))?;
@@ -140,8 +218,10 @@ fn child(spec: &Spec, opts: &RunOptions) -> std::result::Result<Never, Failure> 
     if let Some(h) = spec.hostname() {
         setup(nix::unistd::sethostname(h).context("setting the hostname"))?;
     }
-    if !opts.stdin {
-        setup(redirect_stdin_from_null())?;
+    match pty_slave {
+        Some(slave) => setup(tty::become_controlling(slave))?,
+        None if !opts.stdin => setup(redirect_stdin_from_null())?,
+        None => {}
     }
     let cap_names: Vec<String> = process
         .capabilities()
@@ -163,9 +243,56 @@ fn child(spec: &Spec, opts: &RunOptions) -> std::result::Result<Never, Failure> 
     setup(close_other_fds_on_exec())?;
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
+    if opts.init {
+        become_init(waited, channel)?;
+    }
     let path = exec::find(args.first().map(String::as_str).unwrap_or(""), &env).map_err(|e| (e.code, e.message))?;
     let err = exec::exec(&path, &args, &env);
     Err((err.code, err.message))
+}
+
+/// --init: this process stays pid 1, forwards signals to the command (which the forked
+/// process goes on to exec) and reaps every zombie; it exits with the command's status.
+/// It returns only in the forked process.
+fn become_init(waited: &SigSet, channel: &mut Channel) -> std::result::Result<(), Failure> {
+    // Signals stay blocked across the fork so none reaches the init unhandled.
+    setup(waited.thread_block().context("blocking signals in init"))?;
+    // SAFETY: the container child is single-threaded; the forked process only execs
+    // the command (or reports why it cannot and exits).
+    match setup(unsafe { fork() }.context("forking the command under --init"))? {
+        ForkResult::Child => {
+            setup(SigSet::empty().thread_set_mask().context("unblocking signals"))?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            // The init is a copy of husk: make /proc/1/exe and /proc/1/mem unreachable
+            // from the container (CVE-2019-5736 class).
+            let _ = nix::sys::prctl::set_dumpable(false);
+            // Only the command's exec (or failure) may close or answer the channel.
+            channel.close_in_this_process();
+            let code = forward_until_exit_reaping(child, waited);
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The init's loop: like `forward_until_exit`, but it also reaps orphans.
+fn forward_until_exit_reaping(child: Pid, waited: &SigSet) -> i32 {
+    loop {
+        let Ok(sig) = waited.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => return 128 + s as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
 }
 
 fn redirect_stdin_from_null() -> Result<()> {
