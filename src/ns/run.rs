@@ -232,7 +232,11 @@ fn child(
     let keep = setup(caps::limit_bounding(&cap_names))?;
     let user = process.user();
     let gids: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
-    setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
+    // With a single-id map setgroups(2) is denied; there are no other groups to set then.
+    let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
+    if setgroups_allowed || !gids.is_empty() {
+        setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
+    }
     let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
     setup(nix::unistd::setresgid(gid, gid, gid).with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)))?;
     setup(nix::unistd::setresuid(uid, uid, uid).with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)))?;
