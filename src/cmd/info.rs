@@ -1,5 +1,4 @@
 use super::Ctx;
-use crate::ns::idmap::IdMapping;
 use anyhow::Result;
 
 /// Show husk's configuration: store, id mapping
@@ -7,7 +6,7 @@ use anyhow::Result;
 pub struct InfoArgs {}
 
 pub fn run(ctx: &Ctx) -> Result<i32> {
-    let ids = IdMapping::detect();
+    let ids = crate::ns::userns::enter_user_namespace()?;
     println!("husk version: {}", env!("CARGO_PKG_VERSION"));
     println!("store: {}", ctx.root.display());
     println!("id mapping: {}", ids.describe());
@@ -15,5 +14,11 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         "image file owners: {}",
         if ids.keeps_owners() { "kept (mapped into the id range above)" } else { "all files belong to you" }
     );
+    let store = ctx.store()?;
+    let tmp = store.tmp_area()?;
+    match crate::ns::rootfs::probe(&tmp.path("probe")) {
+        Ok(mode) => println!("rootfs: {}", mode.name()),
+        Err(e) => println!("rootfs: unknown ({:#})", e),
+    }
     Ok(0)
 }

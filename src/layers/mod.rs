@@ -4,4 +4,5 @@ pub mod gc;
 pub mod gzip;
 pub mod images;
 pub mod ingest;
+pub mod merge;
 pub mod store;

@@ -31,7 +31,7 @@ const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "t
 pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
-    mount_overlay(plan)?;
+    mount_layers(plan)?;
     let root = openat_owned(libc::AT_FDCWD, plan.target.to_string_lossy().as_bytes(), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
         .context("opening the rootfs")?;
     for special in ["proc", "dev", "sys"] {
@@ -65,10 +65,88 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     Ok(())
 }
 
-/// Mounts the layers with native overlayfs. Mount options are limited to a page, so the
-/// layers are named through short links (`l/0`, `l/1`, …) relative to the container dir:
-/// ~4 bytes a layer instead of ~100, enough for hundreds of layers.
-fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
+/// How the layers become one root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsMode {
+    /// Native overlayfs mounted inside the user namespace.
+    Overlay,
+    /// fuse-overlayfs, when the kernel refuses overlayfs (needs /dev/fuse).
+    FuseOverlayfs,
+    /// A private copy of the layers: slow, always possible.
+    Copy,
+}
+
+impl RootfsMode {
+    /// `HUSK_ROOTFS=overlay|fuse-overlayfs|copy` forces a mode (for tests and odd kernels).
+    pub fn forced() -> Result<Option<RootfsMode>> {
+        match std::env::var("HUSK_ROOTFS").as_deref() {
+            Err(_) | Ok("") => Ok(None),
+            Ok("overlay") => Ok(Some(RootfsMode::Overlay)),
+            Ok("fuse-overlayfs") => Ok(Some(RootfsMode::FuseOverlayfs)),
+            Ok("copy") => Ok(Some(RootfsMode::Copy)),
+            Ok(other) => bail!("HUSK_ROOTFS={:?}: expected overlay, fuse-overlayfs or copy", other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RootfsMode::Overlay => "native overlayfs",
+            RootfsMode::FuseOverlayfs => "fuse-overlayfs",
+            RootfsMode::Copy => "private copy of the layers",
+        }
+    }
+}
+
+/// Mounts the layers at the target: native overlay, else fuse-overlayfs, else a copy.
+pub fn mount_layers(plan: &RootfsPlan) -> Result<RootfsMode> {
+    if let Some(mode) = RootfsMode::forced()? {
+        match mode {
+            RootfsMode::Overlay => mount_overlay(plan)?,
+            RootfsMode::FuseOverlayfs => mount_fuse_overlayfs(plan)?,
+            RootfsMode::Copy => mount_copy(plan)?,
+        }
+        return Ok(mode);
+    }
+    let native = match mount_overlay(plan) {
+        Ok(()) => return Ok(RootfsMode::Overlay),
+        Err(e) => e,
+    };
+    if crate::ns::idmap::find_in_path("fuse-overlayfs").is_some() && mount_fuse_overlayfs(plan).is_ok() {
+        return Ok(RootfsMode::FuseOverlayfs);
+    }
+    mount_copy(plan).with_context(|| format!("no overlay could be mounted ({:#}); copying the layers failed too", native))?;
+    Ok(RootfsMode::Copy)
+}
+
+/// Which mode `mount_layers` would use here. Call inside husk's user namespace, in a
+/// process that may unshare its mount namespace; `scratch` is an empty directory.
+pub fn probe(scratch: &Path) -> Result<RootfsMode> {
+    if let Some(mode) = RootfsMode::forced()? {
+        return Ok(mode);
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(scratch.join(d))?;
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        scratch.join("lower").display(),
+        scratch.join("upper").display(),
+        scratch.join("work").display()
+    );
+    if mount(Some("overlay"), &scratch.join("merged"), Some("overlay"), MsFlags::empty(), Some(opts.as_str())).is_ok() {
+        let _ = umount2(&scratch.join("merged"), MntFlags::MNT_DETACH);
+        return Ok(RootfsMode::Overlay);
+    }
+    let fuse_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    if fuse_usable && crate::ns::idmap::find_in_path("fuse-overlayfs").is_some() {
+        return Ok(RootfsMode::FuseOverlayfs);
+    }
+    Ok(RootfsMode::Copy)
+}
+
+fn layer_links(plan: &RootfsPlan) -> Result<PathBuf> {
     let base = plan.upper.parent().context("the upper dir has no parent")?;
     let links = base.join("l");
     crate::util::remove_tree(&links)?;
@@ -76,6 +154,40 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
     for (i, dir) in plan.lowerdirs.iter().enumerate() {
         std::os::unix::fs::symlink(dir, links.join(i.to_string())).context("linking a layer")?;
     }
+    Ok(links)
+}
+
+fn mount_fuse_overlayfs(plan: &RootfsPlan) -> Result<()> {
+    let links = layer_links(plan)?;
+    let lower: Vec<String> = (0..plan.lowerdirs.len()).rev().map(|i| links.join(i.to_string()).to_string_lossy().into_owned()).collect();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), plan.upper.display(), plan.work.display());
+    let out = std::process::Command::new("fuse-overlayfs")
+        .args(["-o", &opts])
+        .arg(&plan.target)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running fuse-overlayfs")?;
+    if !out.status.success() {
+        bail!("fuse-overlayfs failed (is /dev/fuse usable by you?): {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn mount_copy(plan: &RootfsPlan) -> Result<()> {
+    // The copy lives in the upper dir, so the container's writes land where they would
+    // with an overlay; it is bound onto the target like any other rootfs.
+    if std::fs::read_dir(&plan.upper)?.next().is_none() {
+        crate::layers::merge::merge_into(&plan.lowerdirs, &plan.upper)?;
+    }
+    bind(&plan.upper, &plan.target, false, false)
+}
+
+/// Mounts the layers with native overlayfs. Mount options are limited to a page, so the
+/// layers are named through short links (`l/0`, `l/1`, …) relative to the container dir:
+/// ~4 bytes a layer instead of ~100, enough for hundreds of layers.
+fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
+    let base = plan.upper.parent().context("the upper dir has no parent")?;
+    layer_links(plan)?;
     let lower: Vec<String> = (0..plan.lowerdirs.len()).rev().map(|i| format!("l/{}", i)).collect();
     let opts = format!("lowerdir={},upperdir=upper,workdir=work,userxattr", lower.join(":"));
     if opts.len() >= 4096 {
