@@ -28,6 +28,10 @@ fn in_use(store: &Store) -> Result<InUse> {
         }
         used.layers.extend(img.chain_ids.iter().cloned());
     }
+    // A container keeps the layers it runs on, even when its image is removed.
+    for c in crate::container::list(store)? {
+        used.layers.extend(c.layers);
+    }
     Ok(used)
 }
 
