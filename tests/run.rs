@@ -202,6 +202,9 @@ fn exit_codes(user: TestUser) {
     let out = run(&h, &["--rm", "-v", "relative:/x"], BUSYBOX, &["true"]);
     out.error_line("relative volume source");
 
+    // --pull=never and --pull=always with the image present
+    assert_eq!(run(&h, &["--rm", "--pull=never"], BUSYBOX, &["true"]).status, 0);
+    assert_eq!(run(&h, &["--rm", "--pull", "always"], BUSYBOX, &["true"]).status, 0);
     // the image's command when none is given: busybox's Cmd is ["sh"], stdin empty
     let out = run(&h, &["--rm"], BUSYBOX, &[]);
     assert_eq!(out.status, 0, "sh with empty stdin exits 0: {out:?}");
@@ -252,6 +255,8 @@ fn killed_by_signal(user: TestUser) {
         "the container process's parent is husk, not {:?}",
         cmdline(parent)
     );
+    let id = new_container(&h, &before);
+    assert_eq!(state(&h, &id)["status"], "running", "state while the container runs");
     assert_eq!(unsafe { libc::kill(sleeper, libc::SIGKILL) }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -267,7 +272,6 @@ fn killed_by_signal(user: TestUser) {
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert_eq!(status.code(), Some(137), "SIGKILL -> 128+9 (stderr: {stderr})");
-    let id = new_container(&h, &before);
     let st = state(&h, &id);
     assert_eq!(st["status"], "exited", "{st}");
     assert_eq!(st["exit_code"], 137, "{st}");
@@ -281,6 +285,44 @@ fn killed_by_signal_with_subids() {
 #[test]
 fn killed_by_signal_without_subids() {
     killed_by_signal(TestUser::NoSub);
+}
+
+/// SIGTERM to husk is forwarded to the container's pid 1.
+#[test]
+fn signals_are_forwarded() {
+    let h = setup(TestUser::Sub);
+    pull(&h, BUSYBOX);
+    let script = "trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut cmd = h.cmd(&strs(&run_args(&["--rm"], BUSYBOX, &["sh", "-c", script])));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let root = child.id() as i32;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    // husk: the process running the husk binary (runuser's child)
+    let husk = std::iter::once(root)
+        .chain(descendants(root))
+        .find(|&p| fs::read_link(format!("/proc/{p}/exe")).map(|e| e.ends_with("husk")).unwrap_or(false))
+        .expect("husk process");
+    assert_eq!(unsafe { libc::kill(husk, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            unsafe { libc::kill(-root, libc::SIGKILL) };
+            panic!("SIGTERM was not forwarded to the container");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(42));
+    assert!(containers(&h).is_empty(), "--rm after a forwarded signal");
 }
 
 // ---------------------------------------------------------------------------
@@ -349,6 +391,10 @@ fn environment() {
         assert!(env.contains(want), "{want} in {:?}", out.stdout);
     }
     assert!(!env.contains("BOTH=file"), "-e overrides --env-file: {:?}", out.stdout);
+    // `-e KEY` for a KEY husk does not have sets nothing (Docker)
+    let out = run(&h, &["--rm", "-e", "HUSK_TEST_NOT_SET_ANYWHERE"], BUSYBOX, &["env"]);
+    out.assert_ok();
+    assert!(!out.stdout.contains("HUSK_TEST_NOT_SET_ANYWHERE"), "an unset variable was passed as empty: {:?}", out.stdout);
     assert_eq!(out.stdout.lines().filter(|l| l.starts_with("PATH=")).count(), 1, "{:?}", out.stdout);
 
     // a missing env file is husk's error
@@ -371,6 +417,16 @@ fn working_directory() {
     let out = sh(&h, &["--rm", "-w", "/etc/passwd"], "pwd");
     assert_ne!(out.status, 0, "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+/// Docker creates a missing working directory in the container's layer at create time,
+/// so `--read-only -w /missing` works there.
+#[test]
+fn working_directory_on_read_only_rootfs() {
+    let h = setup(TestUser::Sub);
+    assert_eq!(sh_ok(&h, &["--rm", "--read-only", "-w", "/etc"], "pwd"), "/etc\n");
+    let out = sh(&h, &["--rm", "--read-only", "-w", "/new/workdir"], "pwd; touch x 2>/dev/null || echo ro");
+    assert_eq!((out.status, out.stdout.as_str()), (0, "/new/workdir\nro\n"), "{out:?}");
 }
 
 #[test]
@@ -718,6 +774,10 @@ fn masked_and_read_only_paths() {
         let out = sh(&h, &["--rm"], &format!("test -e {d} || exit 0; ls -A {d} | wc -l; touch {d}/x 2>/dev/null && echo wrote"));
         assert_eq!(out.stdout.trim(), if out.stdout.is_empty() { "" } else { "0" }, "{d} is not empty/read-only: {out:?}");
     }
+    // /dev holds only the usual devices, none of the host's disks or consoles
+    let out = sh_ok(&h, &["--rm"], "ls -A /dev | sort | tr '\\n' ' '");
+    assert_eq!(out.trim(), "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero", "{out}");
+    assert_eq!(sh_ok(&h, &["--rm"], "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo ok"), "4\nok\n");
     // read-only paths
     for (path, what) in [
         ("/proc/sys/kernel/domainname", "echo x > /proc/sys/kernel/domainname"),

@@ -103,7 +103,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     for f in &args.env_file {
         env_extra.extend(read_env_file(f)?);
     }
-    env_extra.extend(args.env.iter().map(|e| expand_env(e)));
+    env_extra.extend(args.env.iter().filter_map(|e| expand_env(e)));
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
     }
@@ -281,12 +281,12 @@ fn set_env(env: &mut Vec<String>, kv: &str) {
     env.push(kv.to_string());
 }
 
-/// `KEY` alone takes the value from husk's own environment, as Docker does.
-fn expand_env(e: &str) -> String {
+/// `KEY` alone takes the value from husk's environment; an unset KEY is left out.
+fn expand_env(e: &str) -> Option<String> {
     if e.contains('=') {
-        e.to_string()
+        Some(e.to_string())
     } else {
-        format!("{}={}", e, std::env::var(e).unwrap_or_default())
+        std::env::var(e).ok().map(|v| format!("{}={}", e, v))
     }
 }
 
@@ -296,7 +296,7 @@ fn read_env_file(path: &Path) -> Result<Vec<String>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(expand_env)
+        .filter_map(expand_env)
         .collect())
 }
 
@@ -311,8 +311,18 @@ fn parse_volume(v: &str) -> Result<(String, String, bool)> {
     if !src.starts_with('/') || !dst.starts_with('/') {
         bail!("invalid volume {:?}: both paths must be absolute (named volumes come later)", v);
     }
+    refuse_proc_destination(dst, v)?;
     let src = std::fs::canonicalize(src).with_context(|| format!("volume source {}", src))?;
     Ok((src.to_string_lossy().into_owned(), dst.to_string(), ro))
+}
+
+/// Nothing may be mounted over or under /proc, as in Docker.
+fn refuse_proc_destination(dst: &str, spec: &str) -> Result<()> {
+    let clean = dst.trim_end_matches('/');
+    if clean == "/proc" || clean.starts_with("/proc/") {
+        bail!("invalid mount {:?}: nothing may be mounted over or under /proc", spec);
+    }
+    Ok(())
 }
 
 fn parse_tmpfs(t: &str) -> Result<(String, String)> {
@@ -320,6 +330,7 @@ fn parse_tmpfs(t: &str) -> Result<(String, String)> {
     if !dst.starts_with('/') {
         bail!("invalid tmpfs {:?}: the path must be absolute", t);
     }
+    refuse_proc_destination(dst, t)?;
     Ok((dst.to_string(), opts.to_string()))
 }
 

@@ -50,6 +50,11 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
         bind(file, &fd_path(&fd), false, false)?;
     }
     pivot(&plan.target)?;
+    // The working directory is created as root before the rootfs may become read-only,
+    // as Docker does; after pivot_root its path can only resolve inside the container.
+    if let Some(p) = spec.process() {
+        std::fs::create_dir_all(p.cwd()).with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
+    }
     let linux = spec.linux().as_ref();
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
         mask(Path::new(p))?;

@@ -211,10 +211,8 @@ fn child(
     };
     setup(rootfs::enter(spec, &opts.rootfs, console.as_deref()))?;
 
-    // c. identity and privileges (the working directory is created first, as root, like Docker)
+    // c. identity and privileges
     let process = setup(spec.process().as_ref().context("the spec has no process"))?;
-    let cwd = process.cwd();
-    setup(std::fs::create_dir_all(cwd).with_context(|| format!("creating the working directory {}", cwd.display())))?;
     if let Some(h) = spec.hostname() {
         setup(nix::unistd::sethostname(h).context("setting the hostname"))?;
     }
@@ -242,7 +240,8 @@ fn child(
     setup(nix::unistd::setresuid(uid, uid, uid).with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)))?;
     setup(caps::apply_after_setuid(&keep, uid.is_root()))?;
 
-    // d. the command
+    // d. the command (the working directory was created by rootfs::enter)
+    let cwd = process.cwd();
     setup(nix::unistd::chdir(cwd.as_path()).with_context(|| format!("working directory {}", cwd.display())))?;
     setup(close_other_fds_on_exec())?;
     let env = process.env().clone().unwrap_or_default();
