@@ -53,7 +53,8 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     // The working directory is created as root before the rootfs may become read-only,
     // as Docker does; after pivot_root its path can only resolve inside the container.
     if let Some(p) = spec.process() {
-        std::fs::create_dir_all(p.cwd()).with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
+        let new_root = openat_owned(libc::AT_FDCWD, b"/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        ensure_in_root(&new_root, p.cwd(), true).with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
     }
     let linux = spec.linux().as_ref();
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
@@ -221,9 +222,22 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Opens (creating when missing) `dest` inside the rootfs, never leaving it.
-fn ensure_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> Result<OwnedFd> {
+/// Opens (creating when missing) `dest` inside the rootfs, never leaving it. A dangling
+/// symlink on the way is followed by creating what it points to, inside the rootfs too.
+pub fn ensure_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> Result<OwnedFd> {
+    ensure_in_root_depth(root, dest, dir, 0)
+}
+
+const MAX_LINKS: u32 = 40;
+
+fn ensure_in_root_depth(root: &OwnedFd, dest: &Path, dir: bool, depth: u32) -> Result<OwnedFd> {
+    if depth > MAX_LINKS {
+        bail!("too many levels of symbolic links at {}", dest.display());
+    }
     let rel = dest.strip_prefix("/").unwrap_or(dest);
+    if rel.as_os_str().is_empty() {
+        return Ok(root.try_clone()?);
+    }
     let bytes = rel.to_string_lossy();
     let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     match openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve) {
@@ -233,7 +247,7 @@ fn ensure_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> Result<OwnedFd> {
     }
     let parent_path = rel.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = match parent_path {
-        Some(p) => ensure_in_root(root, &Path::new("/").join(p), true)?,
+        Some(p) => ensure_in_root_depth(root, &Path::new("/").join(p), true, depth)?,
         None => root.try_clone()?,
     };
     let name = rel.file_name().context("mount destination has no name")?;
@@ -244,11 +258,30 @@ fn ensure_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> Result<OwnedFd> {
             Err(e) => return Err(e).with_context(|| format!("creating {}", dest.display())),
         }
     } else {
-        let _ = openat_owned(parent.as_raw_fd(), name.as_bytes(), OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
-            .with_context(|| format!("creating {}", dest.display()))?;
+        let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat_owned(parent.as_raw_fd(), name.as_bytes(), flags, Mode::from_bits_truncate(0o644)) {
+            // ELOOP: a symlink is there; it is followed below, inside the rootfs.
+            Ok(_) | Err(Errno::ELOOP) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dest.display())),
+        }
     }
-    openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve)
-        .with_context(|| format!("resolving {} in the rootfs", dest.display()))
+    match openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve) {
+        Err(Errno::ENOENT) => {
+            // `name` exists but leads nowhere: a dangling symlink. Create its target.
+            let target = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name.as_ref())
+                .with_context(|| format!("resolving {} in the rootfs", dest.display()))?;
+            let target = Path::new(&target);
+            let next = if target.is_absolute() {
+                target.to_path_buf()
+            } else {
+                Path::new("/").join(parent_path.unwrap_or(Path::new(""))).join(target)
+            };
+            ensure_in_root_depth(root, &next, dir, depth + 1)?;
+            openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve)
+                .with_context(|| format!("resolving {} in the rootfs", dest.display()))
+        }
+        other => other.with_context(|| format!("resolving {} in the rootfs", dest.display())),
+    }
 }
 
 fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {

@@ -337,6 +337,10 @@ pub const FIXTURE_PUSHES: &[(&str, &str)] = &[
     ("layered", "layered:latest"),
     ("debian", "debian:bookworm"),
     ("multi", "multi:latest"),
+    ("config", "config:latest"),
+    ("evil-links", "evil-links:latest"),
+    ("proc-symlink", "proc-symlink:latest"),
+    ("dev-symlink", "dev-symlink:latest"),
 ];
 
 // ---------------------------------------------------------------------------
