@@ -1188,3 +1188,294 @@ fn root_smoke() {
     assert_ne!(out.status, 0, "root's container wrote /proc/sys/vm/drop_caches: {out:?}");
     assert_eq!(containers(&h).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// the image config (config fixture) and hostile images (evil-links, proc-symlink,
+// dev-symlink)
+// ---------------------------------------------------------------------------
+
+const CONFIG: &str = "config:latest";
+const EVIL_LINKS: &str = "evil-links:latest";
+
+/// A name for host-side markers that no other test (or test process) uses.
+fn unique(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("husk-test-{label}-{}-{}-{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What a host path is: None when absent, else (file type, size, content of a file,
+/// entries of a directory). Never follows a symlink.
+fn host_snapshot(p: &Path) -> Option<String> {
+    let md = fs::symlink_metadata(p).ok()?;
+    let ft = md.file_type();
+    let what = if ft.is_symlink() {
+        format!("symlink -> {:?}", fs::read_link(p).ok())
+    } else if ft.is_dir() {
+        let mut names: Vec<String> = fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        format!("dir {names:?}")
+    } else if ft.is_file() {
+        format!("file {:?}", fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).ok())
+    } else {
+        format!("other {:?}", ft)
+    };
+    Some(format!("{what} uid={} mode={:o} mtime={}.{}", md.uid(), md.mode(), md.mtime(), md.mtime_nsec()))
+}
+
+/// Removes a host path a buggy husk created (so that the next run is not fooled).
+fn remove_escaped(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+fn image_config(user: TestUser) {
+    let h = setup(user);
+    // no command: Entrypoint + Cmd, as the image's user in the image's working directory
+    let out = run(&h, &["--rm"], CONFIG, &[]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "hello from the image\n", "Entrypoint [/bin/sh -c] + Cmd [echo $GREETING]: {out:?}");
+    // a command replaces Cmd only; WorkingDir is created although no layer has it;
+    // User app is uid 1000; an empty Env value is set and empty
+    let out = run(&h, &["--rm"], CONFIG, &["id -u; id -g; pwd; echo \"[$EMPTY]\"; env | grep -c '^EMPTY=$'; stat -c '%u %F' /srv/app"]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "1000\n1000\n/srv/app\n[]\n1\n0 directory\n", "{out:?}");
+    // -e overrides the image's Env, other image variables stay
+    let out = run(&h, &["--rm", "-e", "GREETING=x"], CONFIG, &[]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "x\n", "-e GREETING=x: {out:?}");
+    let out = run(&h, &["--rm", "-e", "GREETING=x"], CONFIG, &["env | grep -E '^(GREETING|PATH)=' | sort"]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "GREETING=x\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", "{out:?}");
+    // -w overrides WorkingDir (and /srv/app is then not created)
+    let out = run(&h, &["--rm", "-w", "/other"], CONFIG, &["pwd; test -e /srv/app && echo srv-app-exists; id -u"]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "/other\n1000\n", "-w /other: {out:?}");
+    // -u overrides User; --entrypoint replaces the Entrypoint and drops the image's Cmd
+    let out = run(&h, &["--rm", "-u", "0"], CONFIG, &["id -u; pwd"]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "0\n/srv/app\n", "-u 0: {out:?}");
+    let out = run(&h, &["--rm", "--entrypoint", "pwd"], CONFIG, &[]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "/srv/app\n", "--entrypoint pwd (the image's Cmd is not appended): {out:?}");
+}
+
+#[test]
+fn image_config_with_subids() {
+    image_config(TestUser::Sub);
+}
+
+/// Without subordinate ids the image's `User app` (uid 1000) cannot be mapped: a clean
+/// error; `-u 0` still runs the image's Entrypoint, Cmd and WorkingDir.
+#[test]
+fn image_config_without_subids() {
+    let h = setup(TestUser::NoSub);
+    let out = run(&h, &["--rm"], CONFIG, &[]);
+    let line = out.error_line("the image's User without subordinate ids");
+    assert!(line.contains("not mapped"), "{out:?}");
+    let out = run(&h, &["--rm", "-u", "0"], CONFIG, &[]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "hello from the image\n", "{out:?}");
+    let out = run(&h, &["--rm", "-u", "root", "-e", "GREETING=x", "-w", "/other"], CONFIG, &["echo $GREETING; pwd; echo \"[$EMPTY]\""]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "x\n/other\n[]\n", "{out:?}");
+    assert!(containers(&h).is_empty(), "{:?}", containers(&h));
+}
+
+/// Symlinks in the image that point at /tmp must resolve inside the container for bind
+/// destinations, the working directory and the generated /etc/hostname; nothing may be
+/// created or changed in the host's /tmp.
+fn evil_links(user: TestUser) {
+    let h = setup(user);
+    pull(&h, EVIL_LINKS);
+    let vol = user_dir(&h, "evil-vol");
+    fs::write(vol.path().join("payload"), "payload\n").unwrap();
+    fs::set_permissions(vol.path().join("payload"), fs::Permissions::from_mode(0o644)).unwrap();
+    let host_tmp = Path::new("/tmp");
+
+    // -v HOSTDIR:/evil/NAME and -v HOSTDIR:/evil-rel/NAME
+    for link in ["evil", "evil-rel"] {
+        let name = unique(&format!("{link}-bind"));
+        let host_path = host_tmp.join(&name);
+        assert!(host_snapshot(&host_path).is_none(), "{} exists before the run", host_path.display());
+        let bind = format!("{}:/{link}/{name}", vol.path().display());
+        let out = run(
+            &h,
+            &["--rm", "-v", &bind],
+            EVIL_LINKS,
+            &["sh", "-c", &format!("cat /tmp/{name}/payload; grep -c ' /tmp/{name} ' /proc/self/mountinfo; echo written > /tmp/{name}/from-container")],
+        );
+        let escaped = host_snapshot(&host_path);
+        remove_escaped(&host_path);
+        assert!(escaped.is_none(), "-v ...:/{link}/{name} created {} on the host ({escaped:?}): {out:?}", host_path.display());
+        out.assert_ok();
+        assert_eq!(out.stdout, "payload\n1\n", "the bind landed on the container's /tmp/{name}: {out:?}");
+        // the write went through the bind to the volume, not to the host's /tmp
+        assert_eq!(fs::read_to_string(vol.path().join("from-container")).unwrap(), "written\n");
+        fs::remove_file(vol.path().join("from-container")).unwrap();
+    }
+    // a read-only bind through the link
+    let name = unique("evil-ro");
+    let host_path = host_tmp.join(&name);
+    let out = run(
+        &h,
+        &["--rm", "-v", &format!("{}:/evil/{name}:ro", vol.path().display())],
+        EVIL_LINKS,
+        &["sh", "-c", &format!("cat /tmp/{name}/payload; touch /tmp/{name}/x 2>/dev/null || echo ro")],
+    );
+    let escaped = host_snapshot(&host_path);
+    remove_escaped(&host_path);
+    assert!(escaped.is_none(), "-v ...:/evil/{name}:ro created {} on the host: {out:?}", host_path.display());
+    out.assert_ok();
+    assert_eq!(out.stdout, "payload\nro\n", "{out:?}");
+
+    // -w through /workdir-link -> /tmp/wd-escape: created in the container
+    let wd_root = host_tmp.join("wd-escape");
+    let wd_root_before = host_snapshot(&wd_root);
+    let sub = unique("wd");
+    let host_wd = wd_root.join(&sub);
+    let out = run(&h, &["--rm", "-w", &format!("/workdir-link/{sub}")], EVIL_LINKS, &["sh", "-c", "pwd -P; stat -c %u .; touch in-wd && echo touched"]);
+    let escaped = host_snapshot(&host_wd);
+    let wd_root_after = host_snapshot(&wd_root);
+    remove_escaped(&host_wd);
+    if wd_root_before.is_none() {
+        remove_escaped(&wd_root);
+    }
+    assert!(escaped.is_none(), "-w /workdir-link/{sub} created {} on the host: {out:?}", host_wd.display());
+    if wd_root_before.is_none() {
+        assert!(wd_root_after.is_none(), "-w /workdir-link/{sub} created {} on the host: {out:?}", wd_root.display());
+    }
+    out.assert_ok();
+    assert_eq!(out.stdout, format!("/tmp/wd-escape/{sub}\n0\ntouched\n"), "the working directory is the container's /tmp/wd-escape/{sub}: {out:?}");
+
+    // /etc/hostname -> /tmp/host-hostname-target: the hostname file lands in the container
+    let target = host_tmp.join("host-hostname-target");
+    let target_before = host_snapshot(&target);
+    let before = containers(&h);
+    let out = run(&h, &[], EVIL_LINKS, &["sh", "-c", "cat /etc/hostname; hostname; cat /tmp/host-hostname-target"]);
+    let target_after = host_snapshot(&target);
+    if target_before.is_none() {
+        remove_escaped(&target);
+    }
+    assert_eq!(target_after, target_before, "the host's {} was created or changed: {out:?}", target.display());
+    out.assert_ok();
+    let id = new_container(&h, &before);
+    let short = &id[..12];
+    assert_eq!(out.stdout, format!("{short}\n{short}\n{short}\n"), "/etc/hostname shows the container's hostname: {out:?}");
+    let out = run(&h, &["--rm", "--hostname", "evil-box"], EVIL_LINKS, &["cat", "/etc/hostname"]);
+    let target_after = host_snapshot(&target);
+    if target_before.is_none() {
+        remove_escaped(&target);
+    }
+    assert_eq!(target_after, target_before, "the host's {} was created or changed: {out:?}", target.display());
+    out.assert_ok();
+    assert_eq!(out.stdout, "evil-box\n", "{out:?}");
+    // the host's /etc/hostname is untouched too
+    let host_hostname = fs::read("/etc/hostname").ok();
+    run(&h, &["--rm"], EVIL_LINKS, &["true"]);
+    assert_eq!(fs::read("/etc/hostname").ok(), host_hostname);
+}
+
+#[test]
+fn evil_links_with_subids() {
+    evil_links(TestUser::Sub);
+}
+
+#[test]
+fn evil_links_without_subids() {
+    evil_links(TestUser::NoSub);
+}
+
+/// Names an escape of /proc or /dev setup to the host's /tmp would create there.
+const SPECIAL_ENTRIES: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "console", "pts", "shm", "mqueue", "fd", "stdin",
+    "stdout", "stderr", "ptmx", "kcore", "keys", "timer_list", "sched_debug", "acpi", "asound", "scsi",
+    "latency_stats", "timer_stats", "bus", "fs", "irq", "sys", "sysrq-trigger", "self", "1",
+];
+
+/// An image whose /proc or /dev is a symlink (to /tmp) is refused with one clean error
+/// line, and nothing appears in (or is mounted on) the host's /tmp.
+fn special_symlink(user: TestUser, special: &str) {
+    let h = setup(user);
+    let image = format!("{special}-symlink:latest");
+    pull(&h, &image);
+    let host_tmp = Path::new("/tmp");
+    let before: Vec<(&str, Option<String>)> = SPECIAL_ENTRIES.iter().map(|n| (*n, host_snapshot(&host_tmp.join(n)))).collect();
+    let tmp_dev = fs::metadata(host_tmp).unwrap().dev();
+    let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for opts in [&["--rm"][..], &["--rm", "--network", "none"][..], &["--rm", "--read-only"][..]] {
+        let out = run(&h, opts, &image, &["sh", "-c", "echo started"]);
+        let line = out.error_line(&format!("/{special} is a symlink ({opts:?})"));
+        assert!(
+            line.contains(&format!("/{special}")) && line.contains("symlink"),
+            "the error names /{special} and says it is a symlink: {out:?}"
+        );
+        for (n, b) in &before {
+            let p = host_tmp.join(n);
+            let a = host_snapshot(&p);
+            if b.is_none() && a.is_some() {
+                remove_escaped(&p);
+            }
+            assert_eq!(&a, b, "the host's {} changed ({opts:?}): {out:?}", p.display());
+        }
+    }
+    assert_eq!(fs::metadata(host_tmp).unwrap().dev(), tmp_dev, "something was mounted on the host's /tmp");
+    let mounts_after = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let on_tmp = |mi: &str| mi.lines().filter(|l| l.split(' ').nth(4) == Some("/tmp")).count();
+    assert_eq!(on_tmp(&mounts_after), on_tmp(&mounts_before), "a mount on the host's /tmp appeared");
+    assert!(containers(&h).is_empty(), "--rm left containers: {:?}", containers(&h));
+    // without --rm the failed container is recorded, and nothing is left running
+    let before = containers(&h);
+    let out = run(&h, &[], &image, &["true"]);
+    out.error_line(&format!("/{special} is a symlink (kept container)"));
+    let after = containers(&h);
+    assert!(after.difference(&before).count() <= 1, "{after:?}");
+}
+
+#[test]
+fn proc_symlink_refused_with_subids() {
+    special_symlink(TestUser::Sub, "proc");
+}
+
+#[test]
+fn dev_symlink_refused_with_subids() {
+    special_symlink(TestUser::Sub, "dev");
+}
+
+#[test]
+fn proc_and_dev_symlink_refused_without_subids() {
+    special_symlink(TestUser::NoSub, "proc");
+    special_symlink(TestUser::NoSub, "dev");
+}
+
+#[test]
+fn mounts_cannot_be_led_into_proc() {
+    let h = setup(TestUser::Sub);
+    pull(&h, BUSYBOX);
+    // A bound host directory holding a symlink to /proc.
+    let dir = h.home.join("plinkdir");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("/proc", dir.join("plink")).unwrap();
+    let v = format!("{}:/mnt", dir.display());
+    for extra in [["--tmpfs", "/mnt/plink/sys"], ["-v", "/etc/hostname:/mnt/plink/sys/kernel/domainname"]] {
+        let mut opts = vec!["-v", v.as_str()];
+        opts.extend(extra);
+        let out = run(&h, &opts, BUSYBOX, &["true"]);
+        assert_eq!(out.status, 125, "{:?}", out);
+        assert!(out.stderr.contains("/proc"), "{:?}", out);
+    }
+    for spelled in ["//proc/x", "/./proc/x", "/proc"] {
+        let out = run(&h, &["--tmpfs", spelled], BUSYBOX, &["true"]);
+        assert_eq!(out.status, 125, "{} must be refused: {:?}", spelled, out);
+    }
+}

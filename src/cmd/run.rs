@@ -318,8 +318,8 @@ fn parse_volume(v: &str) -> Result<(String, String, bool)> {
 
 /// Nothing may be mounted over or under /proc, as in Docker.
 fn refuse_proc_destination(dst: &str, spec: &str) -> Result<()> {
-    let clean = dst.trim_end_matches('/');
-    if clean == "/proc" || clean.starts_with("/proc/") {
+    let clean: PathBuf = Path::new(dst).components().collect();
+    if clean.starts_with("/proc") {
         bail!("invalid mount {:?}: nothing may be mounted over or under /proc", spec);
     }
     Ok(())

@@ -284,6 +284,18 @@ fn ensure_in_root_depth(root: &OwnedFd, dest: &Path, dir: bool, depth: u32) -> R
     }
 }
 
+/// Refuses a mount whose resolved destination is on procfs (a symlink in the image or
+/// in a bound directory can lead a path there that does not look like /proc).
+fn refuse_proc_target(target: &OwnedFd, m: &Mount) -> Result<()> {
+    let on_proc = nix::sys::statfs::fstatfs(target)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        .unwrap_or(false);
+    if on_proc {
+        bail!("{} resolves into /proc; nothing may be mounted there", m.destination().display());
+    }
+    Ok(())
+}
+
 fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
     let typ = m.typ().as_deref().unwrap_or("bind");
     let options = m.options().clone().unwrap_or_default();
@@ -293,6 +305,7 @@ fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
         let source = m.source().as_ref().context("bind mount without a source")?;
         let is_dir = std::fs::metadata(source).with_context(|| format!("bind source {}", source.display()))?.is_dir();
         let target = ensure_in_root(root, m.destination(), is_dir)?;
+        refuse_proc_target(&target, m)?;
         let recursive = options.iter().any(|o| o == "rbind");
         bind(source, &fd_path(&target), false, recursive)?;
         if readonly {
@@ -303,6 +316,9 @@ fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
         return Ok(());
     }
     let target = ensure_in_root(root, m.destination(), true)?;
+    if typ != "proc" {
+        refuse_proc_target(&target, m)?;
+    }
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     for o in &options {
