@@ -95,12 +95,21 @@ pub fn normalize(query: &str) -> Option<String> {
 
 /// Finds an image by name, full or short id (config digest), or manifest digest.
 pub fn resolve(store: &Store, query: &str) -> Result<ImageRecord> {
-    let images = list(store)?;
+    // A name is matched in index.json alone, loading only the image it names.
     if let Some(name) = normalize(query) {
-        if let Some(pos) = images.iter().position(|i| i.names.contains(&name)) {
-            return Ok(images.into_iter().nth(pos).unwrap());
+        let index = store.read_index()?;
+        if let Some(d) = index.manifests().iter().find(|d| ref_name(d) == Some(name.as_str())) {
+            let digest = d.digest().to_string();
+            let names = index
+                .manifests()
+                .iter()
+                .filter(|e| e.digest().to_string() == digest)
+                .filter_map(|e| ref_name(e).map(str::to_string))
+                .collect();
+            return load(store, &digest, d.media_type().to_string(), names);
         }
     }
+    let images = list(store)?;
     let hex = query.strip_prefix("sha256:").unwrap_or(query);
     if !hex.is_empty() && hex.len() <= 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         let matches: Vec<usize> = images
