@@ -20,7 +20,19 @@ struct OpenHow {
     resolve: u64,
 }
 
+/// openat2(2). With RESOLVE_IN_ROOT or RESOLVE_BENEATH a lookup through `..` fails with
+/// EAGAIN when any mount or rename on the system races it; that is retried, boundedly.
 pub fn openat2(dir: RawFd, path: &[u8], flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match openat2_once(dir, path, flags, resolve) {
+            Err(Errno::EAGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn openat2_once(dir: RawFd, path: &[u8], flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
     let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
     let how = OpenHow {
         flags: flags.bits() as u64,

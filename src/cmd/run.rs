@@ -215,7 +215,7 @@ fn start(
         tmpfs,
     })?;
     crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
-    let etc_files = write_etc_files(&container.dir, &hostname)?;
+    let etc_files = etc_files(&hostname);
     container.state.status = "running".into();
     container.save()?;
     trace("spec and files written");
@@ -335,18 +335,15 @@ fn parse_tmpfs(t: &str) -> Result<(String, String)> {
 }
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
-fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>> {
+fn etc_files(hostname: &str) -> Vec<(String, String)> {
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
         hostname
     );
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let files = [("hostname", format!("{}\n", hostname)), ("hosts", hosts), ("resolv.conf", resolv)];
-    let mut out = Vec::new();
-    for (name, content) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-        out.push((format!("/etc/{}", name), path));
-    }
-    Ok(out)
+    vec![
+        ("/etc/hostname".into(), format!("{}\n", hostname)),
+        ("/etc/hosts".into(), hosts),
+        ("/etc/resolv.conf".into(), resolv),
+    ]
 }

@@ -21,8 +21,8 @@ pub struct RootfsPlan {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub target: PathBuf,
-    /// Files bind-mounted over /etc/hostname, /etc/hosts, /etc/resolv.conf.
-    pub etc_files: Vec<(String, PathBuf)>,
+    /// Content for /etc/hostname, /etc/hosts, /etc/resolv.conf (destination, content).
+    pub etc_files: Vec<(String, String)>,
 }
 
 const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -45,10 +45,7 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
         let fd = ensure_in_root(&root, Path::new("/dev/console"), false)?;
         bind(pty, &fd_path(&fd), false, false).context("binding the pty to /dev/console")?;
     }
-    for (dest, file) in &plan.etc_files {
-        let fd = ensure_in_root(&root, Path::new(dest), false)?;
-        bind(file, &fd_path(&fd), false, false)?;
-    }
+    write_etc_files(&root, &plan.etc_files)?;
     pivot(&plan.target)?;
     // The working directory is created as root before the rootfs may become read-only,
     // as Docker does; after pivot_root its path can only resolve inside the container.
@@ -192,15 +189,30 @@ fn mount_copy(plan: &RootfsPlan) -> Result<()> {
 /// layers are named through short links (`l/0`, `l/1`, …) relative to the container dir:
 /// ~4 bytes a layer instead of ~100, enough for hundreds of layers.
 fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
-    let base = plan.upper.parent().context("the upper dir has no parent")?;
-    layer_links(plan)?;
-    let lower: Vec<String> = (0..plan.lowerdirs.len()).rev().map(|i| format!("l/{}", i)).collect();
-    let opts = format!("lowerdir={},upperdir=upper,workdir=work,userxattr", lower.join(":"));
-    if opts.len() >= 4096 {
+    const PAGE: usize = 4096;
+    // Relative to the layers' common directory, each layer costs ~70 bytes; past a
+    // page of options, short links (`l/N` in the container dir) take over.
+    let common = plan.lowerdirs.first().and_then(|p| p.parent()).and_then(|p| p.parent()).map(Path::to_path_buf);
+    let relative: Option<Vec<String>> = common.as_ref().and_then(|c| {
+        plan.lowerdirs.iter().rev().map(|p| p.strip_prefix(c).ok().map(|r| r.to_string_lossy().into_owned())).collect()
+    });
+    let tail = format!(",upperdir={},workdir={},userxattr", plan.upper.display(), plan.work.display());
+    let (dir, opts) = match (common, relative) {
+        (Some(c), Some(rel)) if rel.iter().map(|r| r.len() + 1).sum::<usize>() + tail.len() + 10 < PAGE => {
+            (c, format!("lowerdir={}{}", rel.join(":"), tail))
+        }
+        _ => {
+            let base = plan.upper.parent().context("the upper dir has no parent")?.to_path_buf();
+            layer_links(plan)?;
+            let lower: Vec<String> = (0..plan.lowerdirs.len()).rev().map(|i| format!("l/{}", i)).collect();
+            (base, format!("lowerdir={}{}", lower.join(":"), tail))
+        }
+    };
+    if opts.len() >= PAGE {
         bail!("too many layers for one overlay mount ({} layers)", plan.lowerdirs.len());
     }
     let cwd = std::env::current_dir().ok();
-    nix::unistd::chdir(base).context("entering the container dir")?;
+    nix::unistd::chdir(&dir).context("entering the layers directory")?;
     let mounted = mount(Some("overlay"), &plan.target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
         .context("mounting the overlay rootfs (native overlayfs in a user namespace)");
     if let Some(c) = cwd {
@@ -376,6 +388,25 @@ fn populate_dev(root: &OwnedFd) -> Result<()> {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("creating /dev/{}", name)),
         }
+    }
+    Ok(())
+}
+
+/// Writes each file into the container's /dev tmpfs, binds it over its place in /etc and
+/// unlinks the source: the mount keeps the file, which costs no disk at all.
+fn write_etc_files(root: &OwnedFd, files: &[(String, String)]) -> Result<()> {
+    use std::io::Write;
+    let dev = ensure_in_root(root, Path::new("/dev"), true)?;
+    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    for (i, (dest, content)) in files.iter().enumerate() {
+        let name = format!(".husk-etc-{}", i);
+        let fd = openat_owned(devdir.as_raw_fd(), name.as_bytes(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
+            .with_context(|| format!("writing {}", dest))?;
+        std::fs::File::from(fd).write_all(content.as_bytes()).with_context(|| format!("writing {}", dest))?;
+        let source = fd_path(&devdir).join(&name);
+        let target = ensure_in_root(root, Path::new(dest), false)?;
+        bind(&source, &fd_path(&target), false, false)?;
+        nix::unistd::unlinkat(Some(devdir.as_raw_fd()), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
     }
     Ok(())
 }
