@@ -909,7 +909,7 @@ fn network_modes() {
     assert!(flags & 1 != 0, "lo is up: {out}");
     assert_eq!(out.lines().skip(1).collect::<Vec<_>>(), ["lo"], "{out}");
     // loopback works: a tiny TCP round trip with busybox nc
-    let out = sh(&h, &["--rm", "--network=none"], "nc -l -p 7777 > /tmp/got & sleep 0.3; echo ping | nc 127.0.0.1 7777; sleep 0.3; cat /tmp/got");
+    let out = sh(&h, &["--rm", "--network=none"], "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc 127.0.0.1 7777 && break; sleep 0.1; done; wait; cat /tmp/got");
     out.assert_ok();
     assert!(out.stdout.contains("ping"), "{out:?}");
     // host network: the host's interfaces
