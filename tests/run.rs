@@ -1479,3 +1479,15 @@ fn mounts_cannot_be_led_into_proc() {
         assert_eq!(out.status, 125, "{} must be refused: {:?}", spelled, out);
     }
 }
+
+#[test]
+fn images_with_many_layers_run() {
+    for user in [TestUser::Sub, TestUser::NoSub] {
+        let h = setup(user);
+        pull(&h, "many:latest");
+        // Every layer is visible, and the bottom (busybox) one too.
+        let out = run(&h, &["--rm"], "many:latest", &["sh", "-c", "ls /layers | wc -l; cat /layers/f1 /layers/f63; ls /bin/ls"]);
+        out.assert_ok();
+        assert_eq!(out.stdout, "63\n1\n63\n/bin/ls\n", "{:?}", out);
+    }
+}

@@ -341,6 +341,7 @@ pub const FIXTURE_PUSHES: &[(&str, &str)] = &[
     ("evil-links", "evil-links:latest"),
     ("proc-symlink", "proc-symlink:latest"),
     ("dev-symlink", "dev-symlink:latest"),
+    ("many", "many:latest"),
 ];
 
 // ---------------------------------------------------------------------------
