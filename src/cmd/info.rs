@@ -1,10 +1,6 @@
 use super::Ctx;
 use anyhow::Result;
 
-/// Show husk's configuration: store, id mapping
-#[derive(clap::Args, Debug)]
-pub struct InfoArgs {}
-
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let ids = crate::ns::userns::enter_user_namespace()?;
     println!("husk version: {}", env!("CARGO_PKG_VERSION"));

@@ -135,7 +135,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     drop(writers);
     trace("container created");
 
-    let result = start(&store, &ids, &args, &image, &cfg, &layers_top_first, &mut container, command, binds, tmpfs, capabilities, env_extra);
+    let result = start(&ids, &args, &image, &cfg, &layers_top_first, &mut container, command, binds, tmpfs, capabilities, env_extra);
     let code = match &result {
         Ok(Exit::Status(c)) => *c,
         Ok(Exit::NotStarted { code, .. }) => *code,
@@ -159,7 +159,6 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
 
 #[allow(clippy::too_many_arguments)]
 fn start(
-    store: &Store,
     ids: &IdMapping,
     args: &RunArgs,
     image: &ImageRecord,
@@ -219,7 +218,6 @@ fn start(
     container.state.status = "running".into();
     container.save()?;
     trace("spec and files written");
-    let _ = store;
     run_container(
         &spec,
         &RunOptions {

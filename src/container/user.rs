@@ -31,23 +31,12 @@ pub fn read_image_file(layers_top_first: &[PathBuf], path: &str) -> Option<Strin
 fn opaque_parent(layer: &Path, path: &str) -> bool {
     let mut dir = Path::new(path.trim_start_matches('/')).parent();
     while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-        let full = layer.join(d);
-        let mut buf = [0u8; 4];
-        if xattr_get(&full, "user.overlay.opaque", &mut buf) == Some(1) && buf[0] == b'y' {
+        if crate::layers::merge::is_opaque(&layer.join(d)) {
             return true;
         }
         dir = d.parent();
     }
     false
-}
-
-fn xattr_get(path: &Path, name: &str, buf: &mut [u8]) -> Option<usize> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = std::ffi::CString::new(name).ok()?;
-    // SAFETY: both strings are NUL-terminated and `buf` is valid for `buf.len()` bytes.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then_some(r as usize)
 }
 
 pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser> {

@@ -15,7 +15,8 @@ pub fn merge_into(layers: &[impl AsRef<Path>], dest: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_opaque(dir: &Path) -> bool {
+/// True when an extracted layer marks `dir` opaque (`user.overlay.opaque` = y).
+pub fn is_opaque(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let (Ok(p), Ok(n)) = (std::ffi::CString::new(dir.as_os_str().as_bytes()), std::ffi::CString::new("user.overlay.opaque")) else {
         return false;

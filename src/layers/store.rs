@@ -152,10 +152,7 @@ impl Store {
         match fs::rename(tmp_dir, &dest) {
             Ok(()) => Ok(()),
             // Another process committed the same layer first: keep theirs.
-            Err(e) if dest.join("layer.json").exists() => {
-                let _ = e;
-                remove_tree(tmp_dir)
-            }
+            Err(_) if dest.join("layer.json").exists() => remove_tree(tmp_dir),
             Err(e) => Err(e).with_context(|| format!("storing layer {}", info.chain_id)),
         }
     }

@@ -42,15 +42,24 @@ impl Channel {
     }
 
     fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.recv_or_eof()?.context("the other side of the channel went away")
+    }
+
+    /// The next message, or None when the other side closed the channel.
+    fn recv_or_eof<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).context("the other side of the channel went away")?;
+        match self.stream.read_exact(&mut len) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e).context("reading from the channel"),
+            Ok(()) => {}
+        }
         let len = u32::from_le_bytes(len) as usize;
         if len > 1 << 20 {
             bail!("channel message of {} bytes refused", len);
         }
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body)?;
-        Ok(serde_json::from_slice(&body)?)
+        Ok(Some(serde_json::from_slice(&body)?))
     }
 
     /// Tells the id-map helper that the user namespace exists.
@@ -86,21 +95,10 @@ impl Channel {
 
     /// In the parent: waits until the child has exec'd (its end closes) or failed.
     pub fn wait_for_exec(&mut self) -> Result<StartOutcome> {
-        let mut len = [0u8; 4];
-        match self.stream.read_exact(&mut len) {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(StartOutcome::Started),
-            Err(e) => return Err(e).context("waiting for the container to start"),
-            Ok(()) => {}
-        }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > 1 << 20 {
-            bail!("channel message of {} bytes refused", len);
-        }
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body)?;
-        match serde_json::from_slice(&body)? {
-            Message::ContainerFailed { code, message } => Ok(StartOutcome::Failed { code, message }),
-            other => bail!("unexpected message {:?} while the container starts", other),
+        match self.recv_or_eof().context("waiting for the container to start")? {
+            None => Ok(StartOutcome::Started),
+            Some(Message::ContainerFailed { code, message }) => Ok(StartOutcome::Failed { code, message }),
+            Some(other) => bail!("unexpected message {:?} while the container starts", other),
         }
     }
 

@@ -40,12 +40,14 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     for m in spec.mounts().as_deref().unwrap_or_default() {
         mount_in_root(&root, m).with_context(|| format!("mounting {}", m.destination().display()))?;
     }
-    populate_dev(&root)?;
+    let dev = ensure_in_root(&root, Path::new("/dev"), true)?;
+    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    populate_dev(&root, &devdir)?;
     if let Some(pty) = console {
         let fd = ensure_in_root(&root, Path::new("/dev/console"), false)?;
         bind(pty, &fd_path(&fd), false, false).context("binding the pty to /dev/console")?;
     }
-    write_etc_files(&root, &plan.etc_files)?;
+    write_etc_files(&root, &devdir, &plan.etc_files)?;
     pivot(&plan.target)?;
     // The working directory is created as root before the rootfs may become read-only,
     // as Docker does; after pivot_root its path can only resolve inside the container.
@@ -367,7 +369,7 @@ fn remount_ro(target: &Path, recursive: bool) -> Result<()> {
 }
 
 /// Device files bound from the host (a user namespace cannot create real ones) and the usual links.
-fn populate_dev(root: &OwnedFd) -> Result<()> {
+fn populate_dev(root: &OwnedFd, devdir: &OwnedFd) -> Result<()> {
     for dev in HOST_DEVICES {
         let host = Path::new("/dev").join(dev);
         if host.exists() {
@@ -375,8 +377,6 @@ fn populate_dev(root: &OwnedFd) -> Result<()> {
             bind(&host, &fd_path(&fd), false, false)?;
         }
     }
-    let dev = ensure_in_root(root, Path::new("/dev"), true)?;
-    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -394,16 +394,14 @@ fn populate_dev(root: &OwnedFd) -> Result<()> {
 
 /// Writes each file into the container's /dev tmpfs, binds it over its place in /etc and
 /// unlinks the source: the mount keeps the file, which costs no disk at all.
-fn write_etc_files(root: &OwnedFd, files: &[(String, String)]) -> Result<()> {
+fn write_etc_files(root: &OwnedFd, devdir: &OwnedFd, files: &[(String, String)]) -> Result<()> {
     use std::io::Write;
-    let dev = ensure_in_root(root, Path::new("/dev"), true)?;
-    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     for (i, (dest, content)) in files.iter().enumerate() {
         let name = format!(".husk-etc-{}", i);
         let fd = openat_owned(devdir.as_raw_fd(), name.as_bytes(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
             .with_context(|| format!("writing {}", dest))?;
         std::fs::File::from(fd).write_all(content.as_bytes()).with_context(|| format!("writing {}", dest))?;
-        let source = fd_path(&devdir).join(&name);
+        let source = fd_path(devdir).join(&name);
         let target = ensure_in_root(root, Path::new(dest), false)?;
         bind(&source, &fd_path(&target), false, false)?;
         nix::unistd::unlinkat(Some(devdir.as_raw_fd()), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;

@@ -1,11 +1,14 @@
 //! The fork sequence of a container, top to bottom.
 //!
 //! Parent (husk, already root of its user namespace):
+//!
 //!   1. blocks the signals it forwards, so none is lost before it waits;
 //!   2. unshare(CLONE_NEWPID), fork: the child is pid 1 of the new pid namespace;
 //!   3. waits on the channel until the child has exec'd (channel closed) or failed;
 //!   4. forwards signals to the child until it exits, and returns its status.
+//!
 //! Child:
+//!
 //!   a. new mount, UTS and IPC namespaces (and network, for --network none);
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
 //!   c. hostname, stdin, capabilities bounding set, user and groups, capabilities;
