@@ -34,7 +34,9 @@ enum Command {
     Logout(cmd::login::LogoutArgs),
     /// Write the man pages into DIR
     #[command(hide = true)]
-    GenerateMan { dir: PathBuf },
+    GenerateMan {
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

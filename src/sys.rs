@@ -34,28 +34,17 @@ pub fn openat2(dir: RawFd, path: &[u8], flags: OFlag, resolve: u64) -> nix::Resu
 
 fn openat2_once(dir: RawFd, path: &[u8], flags: OFlag, resolve: u64) -> nix::Result<OwnedFd> {
     let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    let how = OpenHow {
-        flags: flags.bits() as u64,
-        mode: 0,
-        resolve,
-    };
+    let how = OpenHow { flags: flags.bits() as u64, mode: 0, resolve };
     // SAFETY: `path` is a valid NUL-terminated string and `how` a properly laid
     // out `struct open_how` whose size is passed; both outlive the call, which
     // only reads them.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
+        libc::syscall(libc::SYS_openat2, dir, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
     };
     let fd = Errno::result(ret)?;
     // SAFETY: a successful openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
-
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]

@@ -11,10 +11,7 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 /// A name unique to this process and call, for temp files beside their final place.
 pub fn unique_suffix() -> String {
     let n = NONCE.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{}-{:x}", std::process::id(), n, t)
 }
 
@@ -159,10 +156,7 @@ pub fn human_size(bytes: u64) -> String {
 
 /// "2 minutes ago" as Docker prints it.
 pub fn human_ago(then: std::time::SystemTime) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(then)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
     let (n, unit) = match secs {
         0 => return "Less than a second ago".into(),
         s if s < 60 => (s, "second"),
@@ -262,7 +256,13 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        year, month, day, rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_nanos()
+        year,
+        month,
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
     )
 }
 
@@ -272,7 +272,10 @@ mod rfc3339_tests {
     fn round_trips() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1714564800, 5);
         assert_eq!(super::rfc3339(t), "2024-05-01T12:00:00.000000005Z");
-        assert_eq!(super::parse_rfc3339(&super::rfc3339(t)).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1714564800);
+        assert_eq!(
+            super::parse_rfc3339(&super::rfc3339(t)).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1714564800
+        );
     }
 }
 

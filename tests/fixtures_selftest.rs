@@ -46,11 +46,7 @@ fn layout_desc(tag: &str) -> Value {
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
     let out = Command::new("skopeo").args(args).output().expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -67,21 +63,11 @@ fn remote_json(reg: &Registry, what: &[&str], image: &str) -> Value {
 }
 
 fn layer_types(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["mediaType"].as_str().unwrap().to_string())
-        .collect()
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap().to_string()).collect()
 }
 
 fn layer_digests(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -146,10 +132,7 @@ fn layout_contents() {
     let ms = idx["manifests"].as_array().unwrap();
     assert_eq!(ms.len(), 2);
     assert_eq!(ms[0]["platform"], serde_json::json!({"architecture": "amd64", "os": "linux"}));
-    assert_eq!(
-        ms[1]["platform"],
-        serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"})
-    );
+    assert_eq!(ms[1]["platform"], serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"}));
     let amd = json_blob(ms[0]["digest"].as_str().unwrap());
     let arm = json_blob(ms[1]["digest"].as_str().unwrap());
     assert_eq!(layer_digests(&amd).len(), 2);
@@ -179,7 +162,8 @@ fn shared_registry_serves_all_fixtures() {
             let m: Value = serde_json::from_slice(&raw).unwrap();
             let local = json_blob(want["digest"].as_str().unwrap());
             assert_eq!(m, local);
-            let layers: Vec<String> = info["Layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+            let layers: Vec<String> =
+                info["Layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
             assert_eq!(layers, layer_digests(&m), "{dest}");
         }
     }
@@ -207,8 +191,12 @@ fn shared_registry_serves_all_fixtures() {
         .iter()
         .map(|m| {
             let p = &m["platform"];
-            format!("{}/{}{}", p["os"].as_str().unwrap(), p["architecture"].as_str().unwrap(),
-                p["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default())
+            format!(
+                "{}/{}{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap(),
+                p["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default()
+            )
         })
         .collect();
     assert_eq!(plats, ["linux/amd64", "linux/arm64/v8"]);
@@ -295,9 +283,7 @@ fn umoci_reference_unpack_of_layered() {
     assert_eq!(fs::read_to_string(r.join(&deep)).unwrap(), "deep path (pax)\n");
     let c = std::ffi::CString::new(r.join("edge/xattr").to_str().unwrap()).unwrap();
     let mut buf = [0u8; 64];
-    let n = unsafe {
-        libc::lgetxattr(c.as_ptr(), c"user.husk.test".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len())
-    };
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), c"user.husk.test".as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
     assert_eq!(&buf[..n.max(0) as usize], b"hello", "xattr user.husk.test");
     // whiteout layer
     assert!(!r.join("remove-me-too").exists());

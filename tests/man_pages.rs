@@ -6,17 +6,13 @@ use std::process::Command;
 #[test]
 fn man_pages_are_up_to_date() {
     let fresh = std::env::temp_dir().join(format!("husk-man-{}", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_husk"))
-        .args(["generate-man", fresh.to_str().unwrap()])
-        .status()
-        .unwrap();
+    let status =
+        Command::new(env!("CARGO_BIN_EXE_husk")).args(["generate-man", fresh.to_str().unwrap()]).status().unwrap();
     assert!(status.success());
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
     let list = |d: &Path| {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     };

@@ -40,7 +40,8 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// The extracted layer dirs of an image, bottom first.
 fn layer_dirs(h: &Husk, image: &str) -> Vec<PathBuf> {
     let v = inspect(h, image);
-    let diffs: Vec<String> = v["RootFS"]["Layers"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    let diffs: Vec<String> =
+        v["RootFS"]["Layers"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
     chain_ids(&diffs).iter().map(|c| h.store().join("layers").join(&c[7..]).join("diff")).collect()
 }
 
@@ -204,7 +205,10 @@ fn shared_base_layers_are_fetched_once() {
     out.assert_ok();
     assert!(out.stderr.contains("already present"), "second pull says the base layer was present: {:?}", out);
     assert_eq!(out.stderr.matches("downloading").count(), 2, "only the two new layers are downloaded: {:?}", out);
-    let layers: BTreeSet<String> = std::fs::read_dir(h.store().join("layers")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let layers: BTreeSet<String> = std::fs::read_dir(h.store().join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(layers.len(), 3, "busybox's layer is shared: {:?}", layers);
     // Pulling again fetches nothing at all.
     let again = h.run(&["pull", &reg("layered:latest")]);
@@ -218,11 +222,8 @@ fn store_is_an_oci_layout_that_skopeo_reads() {
     let h = Husk::new(TestUser::Sub);
     h.run(&["pull", "-q", &reg("layered:latest")]).assert_ok();
     let name = format!("{}/layered:latest", shared_registry().host());
-    let out = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:{}", h.store().display(), name))
-        .output()
-        .unwrap();
+    let out =
+        Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{}", h.store().display(), name)).output().unwrap();
     assert!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
@@ -244,7 +245,8 @@ fn images_tag_inspect_rmi_and_df() {
     assert!(table.contains(&format!("{}/busybox", shared_registry().host())) && table.contains(&id[..12]), "{}", table);
     let q = h.run(&["images", "-q"]).assert_ok().stdout.clone();
     assert_eq!(q.lines().count(), 2, "{}", q);
-    let json: serde_json::Value = serde_json::from_str(&h.run(&["images", "--format", "json"]).assert_ok().stdout).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&h.run(&["images", "--format", "json"]).assert_ok().stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
     assert!(json[0]["Size"].as_u64().unwrap() > 1_000_000);
 
@@ -304,8 +306,18 @@ fn assert_store_consistent(store: &Path) {
 fn concurrent_pulls_share_one_copy() {
     setup();
     let h = Husk::new(TestUser::Sub);
-    let images = ["busybox:latest", "layered:latest", "busybox:latest", "layered:latest", "multi:latest", "busybox:zstd"];
-    let children: Vec<_> = images.iter().map(|i| h.cmd(&["pull", "-q", &reg(i)]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()).collect();
+    let images =
+        ["busybox:latest", "layered:latest", "busybox:latest", "layered:latest", "multi:latest", "busybox:zstd"];
+    let children: Vec<_> = images
+        .iter()
+        .map(|i| {
+            h.cmd(&["pull", "-q", &reg(i)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
     for (c, i) in children.into_iter().zip(images) {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{} failed: {}", i, String::from_utf8_lossy(&out.stderr));
@@ -326,7 +338,12 @@ fn kill_9_during_pull_leaves_a_usable_store() {
     let image = reg("debian:bookworm");
     let mut interrupted = 0;
     for delay_ms in [50u64, 150, 300, 600, 1000] {
-        let mut child = h.cmd(&["pull", "-q", &image]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = h
+            .cmd(&["pull", "-q", &image])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         // SIGKILL husk itself (the child of runuser), not just runuser.
         let _ = Command::new("pkill").args(["-KILL", "-P", &child.id().to_string()]).status();
@@ -346,7 +363,11 @@ fn kill_9_during_pull_leaves_a_usable_store() {
     let tmp: Vec<_> = std::fs::read_dir(h.store().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(tmp.is_empty(), "the next pull cleaned the leftovers: {:?}", tmp);
     for dir in [h.store(), h.store().join("blobs/sha256")] {
-        let stray: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-")).collect();
+        let stray: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
         assert!(stray.is_empty(), "no temp files of killed writers in {}: {:?}", dir.display(), stray);
     }
     assert_eq!(h.run(&["images", "-q"]).stdout.lines().count(), 1);
@@ -363,7 +384,11 @@ fn processes_with_home(home: &Path) -> Vec<String> {
         }
         if let Ok(env) = std::fs::read(e.path().join("environ")) {
             if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-                found.push(format!("{} {}", name, std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " ")));
+                found.push(format!(
+                    "{} {}",
+                    name,
+                    std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " ")
+                ));
             }
         }
     }

@@ -229,10 +229,7 @@ fn control_fake_registry_serves_a_pullable_image() {
     let reg = FakeRegistry::start();
     let img = Image::new(
         host_arch(),
-        vec![
-            Layer::gzip(&[("hello.txt", b"hello\n")]),
-            Layer::gzip(&[("second.txt", b"second layer\n")]),
-        ],
+        vec![Layer::gzip(&[("hello.txt", b"hello\n")]), Layer::gzip(&[("second.txt", b"second layer\n")])],
     );
     reg.serve("good", "v1", &img);
     let h = husk();
@@ -316,7 +313,10 @@ fn malformed_references_are_refused() {
     ];
     for (r, causes) in cases {
         let line = expect_pull_error(&h, &[r], &[r], causes);
-        assert!(line.to_lowercase().contains("reference"), "husk pull {r:?}: the error should say the reference is bad:\n  {line}");
+        assert!(
+            line.to_lowercase().contains("reference"),
+            "husk pull {r:?}: the error should say the reference is bad:\n  {line}"
+        );
     }
     // A bad port is a malformed reference too; husk finds out when building the URL.
     expect_pull_error(&h, &["127.0.0.1:99999/x:1"], &["127.0.0.1:99999"], &["port"]);
@@ -364,7 +364,12 @@ fn unknown_repository_tag_and_digest_on_a_real_registry() {
         &["no-such-repo", &host],
         &["not found", "unknown"],
     );
-    expect_pull_error(&h, &[&format!("{host}/busybox:no-such-tag")], &["no-such-tag", &host], &["not found", "unknown"]);
+    expect_pull_error(
+        &h,
+        &[&format!("{host}/busybox:no-such-tag")],
+        &["no-such-tag", &host],
+        &["not found", "unknown"],
+    );
     let zero = format!("sha256:{}", "0".repeat(64));
     expect_pull_error(&h, &[&format!("{host}/busybox@{zero}")], &[&zero], &["not found", "unknown"]);
 }
@@ -426,10 +431,7 @@ fn manifest_not_matching_the_pinned_digest() {
     let digest = img.manifest_digest();
     let mut other = img.manifest.clone();
     other["annotations"] = json!({"tampered": "yes"});
-    reg.route(
-        &format!("/v2/app/manifests/{digest}"),
-        Resp::ok(MT_MANIFEST, serde_json::to_vec(&other).unwrap()),
-    );
+    reg.route(&format!("/v2/app/manifests/{digest}"), Resp::ok(MT_MANIFEST, serde_json::to_vec(&other).unwrap()));
     let h = husk();
     let r = format!("{}/app@{digest}", reg.host());
     expect_pull_error(&h, &[&r], &[&digest], &["does not match", "mismatch"]);
@@ -472,7 +474,12 @@ fn truncated_blob_with_honest_length() {
     let short = layer.blob[..layer.blob.len() / 2].to_vec();
     reg.blob("app", &layer.digest(), Resp::blob(short));
     let h = husk();
-    let line = expect_pull_error(&h, &[&reg.reference("app", "v1")], &[&layer.digest()], &["truncated", "short", "incomplete"]);
+    let line = expect_pull_error(
+        &h,
+        &[&reg.reference("app", "v1")],
+        &[&layer.digest()],
+        &["truncated", "short", "incomplete"],
+    );
     let want = format!("{} of {}", layer.blob.len() / 2, layer.blob.len());
     assert!(line.contains(&want), "the error should say how much arrived ({want}):\n  {line}");
 }
@@ -834,7 +841,8 @@ fn platform_arm64_v8_pulls_the_arm64_image_of_multi() {
 
     let ins = h.run(&["image", "inspect", &r]);
     ins.assert_ok();
-    let v: Value = serde_json::from_str(&ins.stdout).unwrap_or_else(|e| panic!("inspect output is not JSON: {e}\n{ins:?}"));
+    let v: Value =
+        serde_json::from_str(&ins.stdout).unwrap_or_else(|e| panic!("inspect output is not JSON: {e}\n{ins:?}"));
     let img = &v[0];
     assert_eq!(img["Architecture"], "arm64", "{ins:?}");
     assert_eq!(img["Os"], "linux", "{ins:?}");

@@ -160,9 +160,7 @@ fn anonymous_bearer_token_from_a_realm_on_another_port() {
         if repo == "lib/noscope" {
             Resp::challenge(&format!(r#"Bearer realm="{realm}",service="{SERVICE}""#))
         } else {
-            Resp::challenge(&format!(
-                r#"Bearer realm="{realm}",service="{SERVICE}",scope="repository:{repo}:pull""#
-            ))
+            Resp::challenge(&format!(r#"Bearer realm="{realm}",service="{SERVICE}",scope="repository:{repo}:pull""#))
         }
     });
     let h = husk();
@@ -227,7 +225,11 @@ fn login_pull_logout_with_basic_auth() {
     let out = login(&h, &host, "wrong-password");
     let line = error_line(&out, "husk login with a wrong password");
     assert!(line.contains(&host), "the error does not name the registry:\n  {line}");
-    assert_mentions_any(&line, "husk login with a wrong password", &["denied", "unauthorized", "refused", "credentials", "login"]);
+    assert_mentions_any(
+        &line,
+        "husk login with a wrong password",
+        &["denied", "unauthorized", "refused", "credentials", "login"],
+    );
     assert!(!out.stderr.contains("wrong-password"), "the error shows the password:\n{out:?}");
     if let Some(auths) = stored_auths(&h) {
         assert!(!auths.contains_key(&host), "a refused login was stored: {auths:?}");
@@ -375,7 +377,9 @@ fn bearer_token_requires_stored_credentials() {
     // the password goes to the token endpoint only; the registry sees the token
     assert_no_basic_header(&reg, "bearer registry");
     assert!(
-        reg.requests().iter().any(|r| r.path().contains("/blobs/") && r.authorization() == Some(&format!("Bearer {TOKEN}"))),
+        reg.requests()
+            .iter()
+            .any(|r| r.path().contains("/blobs/") && r.authorization() == Some(&format!("Bearer {TOKEN}"))),
         "{}",
         reg.dump()
     );
@@ -387,10 +391,13 @@ fn bearer_token_requires_stored_credentials() {
 
 #[test]
 fn blob_redirects_keep_credentials_at_home() {
-    let img = Image::new(host_arch(), vec![
-        Layer::gzip(&[("one.txt", b"first layer, kept in the blob store\n")]),
-        Layer::gzip(&[("two.txt", b"second layer, moved within the registry\n")]),
-    ]);
+    let img = Image::new(
+        host_arch(),
+        vec![
+            Layer::gzip(&[("one.txt", b"first layer, kept in the blob store\n")]),
+            Layer::gzip(&[("two.txt", b"second layer, moved within the registry\n")]),
+        ],
+    );
     let (config_d, layer1_d, layer2_d) = (img.config_digest(), img.layers[0].digest(), img.layers[1].digest());
 
     // S3-style storage on another port: it refuses requests that carry an Authorization
@@ -422,7 +429,10 @@ fn blob_redirects_keep_credentials_at_home() {
             let p = req.path();
             if p == format!("/v2/private/app/blobs/{l1}") {
                 // to the blob store on another port
-                let loc = format!("http://127.0.0.1:{storage_port}/bucket/{}?X-Amz-Expires=600&X-Amz-Signature=c0ffee", hex_part(&l1));
+                let loc = format!(
+                    "http://127.0.0.1:{storage_port}/bucket/{}?X-Amz-Expires=600&X-Amz-Signature=c0ffee",
+                    hex_part(&l1)
+                );
                 Resp::redirect(307, &loc)
             } else if p == format!("/v2/private/app/blobs/{c}") {
                 // to the registry itself, absolute
@@ -491,10 +501,13 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 #[test]
 fn uncompressed_layer_pulls_and_extracts() {
-    let img = Image::new(host_arch(), vec![
-        Layer::uncompressed(&[("plain.txt", b"an uncompressed layer\n"), ("etc/plain.conf", b"x=1\n")]),
-        Layer::gzip(&[("zipped.txt", b"a gzip layer on top\n")]),
-    ]);
+    let img = Image::new(
+        host_arch(),
+        vec![
+            Layer::uncompressed(&[("plain.txt", b"an uncompressed layer\n"), ("etc/plain.conf", b"x=1\n")]),
+            Layer::gzip(&[("zipped.txt", b"a gzip layer on top\n")]),
+        ],
+    );
     assert_eq!(img.layers[0].digest(), img.layers[0].diff_id(), "test setup: digest of a plain tar is its diff id");
     let reg = Server::start({
         let routes = Routes::with("plain/app", "v1", &img);
@@ -506,7 +519,8 @@ fn uncompressed_layer_pulls_and_extracts() {
 
     let out = h.run(&["image", "inspect", &reference]);
     out.assert_ok();
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect output is not JSON: {e}\n{out:?}"));
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect output is not JSON: {e}\n{out:?}"));
     let i = &v[0];
     assert_eq!(i["Id"], img.config_digest().as_str(), "{out:?}");
     let diff_ids: Vec<String> = img.layers.iter().map(Layer::diff_id).collect();

@@ -70,11 +70,9 @@ fn containers_dir(h: &Husk) -> PathBuf {
 /// Container directories (full ids) in the store.
 fn containers(h: &Husk) -> BTreeSet<String> {
     match fs::read_dir(containers_dir(h)) {
-        Ok(rd) => rd
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(rd) => {
+            rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        }
         Err(_) => BTreeSet::new(),
     }
 }
@@ -103,11 +101,7 @@ fn lines(s: &str) -> Vec<&str> {
 // ---------------------------------------------------------------------------
 
 fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
+    fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
 }
 
 fn ppid(pid: i32) -> Option<i32> {
@@ -380,21 +374,47 @@ fn environment() {
     fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
     let ef = env_file.to_str().unwrap();
     let args = run_args(
-        &["--rm", "--env-file", ef, "-e", "FOO=bar baz", "-e", "BOTH=flag", "-e", "EMPTY=", "-e", "PATH=/bin", "--env", "HOSTNAME=custom"],
+        &[
+            "--rm",
+            "--env-file",
+            ef,
+            "-e",
+            "FOO=bar baz",
+            "-e",
+            "BOTH=flag",
+            "-e",
+            "EMPTY=",
+            "-e",
+            "PATH=/bin",
+            "--env",
+            "HOSTNAME=custom",
+        ],
         BUSYBOX,
         &["env"],
     );
     let out = h.run_env(&[("PASSED", "from husk")], &strs(&args));
     out.assert_ok();
     let env: BTreeSet<&str> = out.stdout.lines().collect();
-    for want in ["FOO=bar baz", "FROM_FILE=file value", "BOTH=flag", "EMPTY=", "PATH=/bin", "HOSTNAME=custom", "PASSED=from husk"] {
+    for want in [
+        "FOO=bar baz",
+        "FROM_FILE=file value",
+        "BOTH=flag",
+        "EMPTY=",
+        "PATH=/bin",
+        "HOSTNAME=custom",
+        "PASSED=from husk",
+    ] {
         assert!(env.contains(want), "{want} in {:?}", out.stdout);
     }
     assert!(!env.contains("BOTH=file"), "-e overrides --env-file: {:?}", out.stdout);
     // `-e KEY` for a KEY husk does not have sets nothing (Docker)
     let out = run(&h, &["--rm", "-e", "HUSK_TEST_NOT_SET_ANYWHERE"], BUSYBOX, &["env"]);
     out.assert_ok();
-    assert!(!out.stdout.contains("HUSK_TEST_NOT_SET_ANYWHERE"), "an unset variable was passed as empty: {:?}", out.stdout);
+    assert!(
+        !out.stdout.contains("HUSK_TEST_NOT_SET_ANYWHERE"),
+        "an unset variable was passed as empty: {:?}",
+        out.stdout
+    );
     assert_eq!(out.stdout.lines().filter(|l| l.starts_with("PATH=")).count(), 1, "{:?}", out.stdout);
 
     // a missing env file is husk's error
@@ -589,7 +609,11 @@ fn layered_inside_without_subids() {
 fn write_isolation(user: TestUser) {
     let h = setup(user);
     let before = containers(&h);
-    sh_ok(&h, &[], "echo secret > /new-file && echo changed >> /etc/passwd && rm /bin/ls && mkdir /new-dir && rm -r /home/app");
+    sh_ok(
+        &h,
+        &[],
+        "echo secret > /new-file && echo changed >> /etc/passwd && rm /bin/ls && mkdir /new-dir && rm -r /home/app",
+    );
     let a = new_container(&h, &before);
     let before = containers(&h);
     let out = sh_ok(
@@ -666,7 +690,8 @@ fn stdin_pipes() {
     let out = h.run_stdin(&strs(&run_args(&["--rm"], BUSYBOX, &["cat"])), b"hi\n");
     out.assert_ok();
     assert_eq!(out.stdout, "", "without -i stdin is empty");
-    let out = h.run_stdin(&strs(&run_args(&["--rm"], BUSYBOX, &["sh", "-c", "readlink /proc/self/fd/0; wc -c"])), b"hi\n");
+    let out =
+        h.run_stdin(&strs(&run_args(&["--rm"], BUSYBOX, &["sh", "-c", "readlink /proc/self/fd/0; wc -c"])), b"hi\n");
     out.assert_ok();
     assert_eq!(out.stdout, "/dev/null\n0\n");
     // a shell reading a script from stdin
@@ -769,10 +794,20 @@ fn masked_and_read_only_paths() {
         );
     }
     // host control: /proc/timer_list does have content on the host
-    assert!(!fs::read("/proc/timer_list").map(|v| v.is_empty()).unwrap_or(true) || !Path::new("/proc/timer_list").exists());
+    assert!(
+        !fs::read("/proc/timer_list").map(|v| v.is_empty()).unwrap_or(true) || !Path::new("/proc/timer_list").exists()
+    );
     for d in ["/sys/firmware", "/proc/acpi", "/proc/scsi"] {
-        let out = sh(&h, &["--rm"], &format!("test -e {d} || exit 0; ls -A {d} | wc -l; touch {d}/x 2>/dev/null && echo wrote"));
-        assert_eq!(out.stdout.trim(), if out.stdout.is_empty() { "" } else { "0" }, "{d} is not empty/read-only: {out:?}");
+        let out = sh(
+            &h,
+            &["--rm"],
+            &format!("test -e {d} || exit 0; ls -A {d} | wc -l; touch {d}/x 2>/dev/null && echo wrote"),
+        );
+        assert_eq!(
+            out.stdout.trim(),
+            if out.stdout.is_empty() { "" } else { "0" },
+            "{d} is not empty/read-only: {out:?}"
+        );
     }
     // /dev holds only the usual devices, none of the host's disks or consoles
     let out = sh_ok(&h, &["--rm"], "ls -A /dev | sort | tr '\\n' ' '");
@@ -830,10 +865,18 @@ fn read_only_rootfs_and_tmpfs() {
     let out = sh(&h, &["--rm", "--read-only"], "touch /tmp/x");
     assert_ne!(out.status, 0, "{out:?}");
     // /dev, /dev/shm and the generated /etc files stay usable
-    let out = sh_ok(&h, &["--rm", "--read-only"], "echo hi > /dev/null && touch /dev/shm/x && cat /etc/hostname >/dev/null && echo ok");
+    let out = sh_ok(
+        &h,
+        &["--rm", "--read-only"],
+        "echo hi > /dev/null && touch /dev/shm/x && cat /etc/hostname >/dev/null && echo ok",
+    );
     assert_eq!(out, "ok\n");
     // --tmpfs on a read-only rootfs
-    let out = sh_ok(&h, &["--rm", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/new/scratch"], "touch /tmp/x /new/scratch/y && echo ok; grep -E ' /(tmp|new/scratch) ' /proc/self/mountinfo | grep -c tmpfs");
+    let out = sh_ok(
+        &h,
+        &["--rm", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/new/scratch"],
+        "touch /tmp/x /new/scratch/y && echo ok; grep -E ' /(tmp|new/scratch) ' /proc/self/mountinfo | grep -c tmpfs",
+    );
     assert_eq!(out, "ok\n2\n");
     // tmpfs content does not land in the container's layer
     let before = containers(&h);
@@ -875,7 +918,11 @@ fn volumes(user: TestUser) {
     let spec_file = format!("{}:/etc/motd-from-host:ro", f.display());
     let spec_over = format!("{}:/etc/group", f.display());
     let spec_nested = format!("{}:/a/b/c", dir.path().display());
-    let out = sh_ok(&h, &["--rm", "-v", &spec_file, "-v", &spec_over, "-v", &spec_nested], "cat /etc/motd-from-host /etc/group; ls /a/b/c | grep -c from-host");
+    let out = sh_ok(
+        &h,
+        &["--rm", "-v", &spec_file, "-v", &spec_over, "-v", &spec_nested],
+        "cat /etc/motd-from-host /etc/group; ls /a/b/c | grep -c from-host",
+    );
     assert_eq!(out, "host data\nhost data\n1\n");
     // the bind-mount targets the container created do not appear on the host
     assert!(!dir.path().join("a").exists());
@@ -959,14 +1006,19 @@ fn fd_leak(user: TestUser) {
     let ctl = common::run_output(with_fd7(ctl), None);
     assert!(ctl.stdout.lines().any(|l| l == "7"), "control: fd 7 is inherited: {ctl:?}");
 
-    let cmd = with_fd7(h.cmd(&strs(&run_args(&["--rm"], BUSYBOX, &["sh", "-c", "ls /proc/$$/fd; ls -l /proc/$$/fd | grep -c host-secret; cat <&7"]))));
+    let cmd = with_fd7(h.cmd(&strs(&run_args(
+        &["--rm"],
+        BUSYBOX,
+        &["sh", "-c", "ls /proc/$$/fd; ls -l /proc/$$/fd | grep -c host-secret; cat <&7"],
+    ))));
     let out = common::run_output(cmd, None);
     let l: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(l.first().copied(), Some("0"), "{out:?}");
     assert_eq!(&l[..3.min(l.len())], ["0", "1", "2"], "{out:?}");
     assert_eq!(l.get(3).copied(), Some("0"), "only 0, 1, 2 in the container: {out:?}");
     assert!(!out.stdout.contains("host secret"), "fd 7 readable in the container: {out:?}");
-    let out2 = common::run_output(with_fd7(h.cmd(&strs(&run_args(&["--rm"], BUSYBOX, &["ls", "/proc/self/fd"])))), None);
+    let out2 =
+        common::run_output(with_fd7(h.cmd(&strs(&run_args(&["--rm"], BUSYBOX, &["ls", "/proc/self/fd"])))), None);
     out2.assert_ok();
     let fds: BTreeSet<u32> = out2.stdout.lines().map(|l| l.parse().unwrap()).collect();
     // ls's own directory descriptor is the only extra one
@@ -999,7 +1051,11 @@ fn husk_binary_unreachable() {
     let out = sh_ok(&h, &["--rm"], "grep ^PPid: /proc/1/status");
     assert_eq!(out, "PPid:\t0\n");
     // the host's root is not reachable: no host file under /
-    let out = sh_ok(&h, &["--rm"], &format!("test -e '{bin}' && echo visible; test -e /proc/1/root{bin} && echo via-proc; echo done"));
+    let out = sh_ok(
+        &h,
+        &["--rm"],
+        &format!("test -e '{bin}' && echo visible; test -e /proc/1/root{bin} && echo via-proc; echo done"),
+    );
     assert_eq!(out, "done\n", "husk's binary is visible in the container");
 }
 
@@ -1042,7 +1098,11 @@ fn symlinks_do_not_escape() {
         let dest = format!("/mnt/{link}/x");
         let bind = format!("{}:{}", other.path().display(), dest);
         let out = sh(&h, &["--rm", "-v", &vol, "-v", &bind], &format!("cat {t}/x/payload"));
-        assert_eq!(fs::read_dir(target.path()).unwrap().count(), 0, "-v ...:{dest} mounted or created on the host: {out:?}");
+        assert_eq!(
+            fs::read_dir(target.path()).unwrap().count(),
+            0,
+            "-v ...:{dest} mounted or created on the host: {out:?}"
+        );
         if out.status == 125 {
             out.error_line("-v through a dangling symlink");
         } else {
@@ -1050,7 +1110,11 @@ fn symlinks_do_not_escape() {
             assert_eq!(out.stdout, "payload\n");
         }
         // a tmpfs through it
-        let out = sh(&h, &["--rm", "-v", &vol, "--tmpfs", &format!("/mnt/{link}/tmp")], &format!("grep -c ' {t}/tmp ' /proc/self/mountinfo"));
+        let out = sh(
+            &h,
+            &["--rm", "-v", &vol, "--tmpfs", &format!("/mnt/{link}/tmp")],
+            &format!("grep -c ' {t}/tmp ' /proc/self/mountinfo"),
+        );
         assert_eq!(fs::read_dir(target.path()).unwrap().count(), 0, "--tmpfs through {link} reached the host: {out:?}");
         if out.status == 125 {
             out.error_line("--tmpfs through a dangling symlink");
@@ -1151,7 +1215,12 @@ fn debian_tools_work() {
     assert!(out.stdout.lines().any(|l| l.starts_with("ii  dpkg ")), "{out:?}");
     assert!(out.stdout.lines().any(|l| l.starts_with("ii  apt ")), "{out:?}");
     // the image's default command is bash; files owned by other users (e.g. _apt's dirs)
-    let out = run(&h, &["--rm"], DEBIAN, &["bash", "-c", "echo $BASH_VERSION; id -un; cat /etc/debian_version; apt-config dump | grep -c ."]);
+    let out = run(
+        &h,
+        &["--rm"],
+        DEBIAN,
+        &["bash", "-c", "echo $BASH_VERSION; id -un; cat /etc/debian_version; apt-config dump | grep -c ."],
+    );
     out.assert_ok();
     let l = lines(&out.stdout);
     assert!(l[0].starts_with("5.2"), "{out:?}");
@@ -1174,7 +1243,10 @@ fn root_smoke() {
     let id = new_container(&h, &before);
     assert_eq!(out.stdout, format!("1\n0\n{}\nCapEff:\t{DOCKER_CAPS}\n1\n", &id[..12]));
     assert_eq!(state(&h, &id)["exit_code"], 3);
-    assert_eq!(sh_ok(&h, &["--rm", "-u", "app"], "id -u; grep ^CapEff /proc/self/status"), "1000\nCapEff:\t0000000000000000\n");
+    assert_eq!(
+        sh_ok(&h, &["--rm", "-u", "app"], "id -u; grep ^CapEff /proc/self/status"),
+        "1000\nCapEff:\t0000000000000000\n"
+    );
     let out = run(&h, &["--rm"], BUSYBOX, &["/etc/passwd"]);
     assert_eq!(out.status, 126);
     let out = run(&h, &["--rm"], BUSYBOX, &["nope"]);
@@ -1247,7 +1319,12 @@ fn image_config(user: TestUser) {
     assert_eq!(out.stdout, "hello from the image\n", "Entrypoint [/bin/sh -c] + Cmd [echo $GREETING]: {out:?}");
     // a command replaces Cmd only; WorkingDir is created although no layer has it;
     // User app is uid 1000; an empty Env value is set and empty
-    let out = run(&h, &["--rm"], CONFIG, &["id -u; id -g; pwd; echo \"[$EMPTY]\"; env | grep -c '^EMPTY=$'; stat -c '%u %F' /srv/app"]);
+    let out = run(
+        &h,
+        &["--rm"],
+        CONFIG,
+        &["id -u; id -g; pwd; echo \"[$EMPTY]\"; env | grep -c '^EMPTY=$'; stat -c '%u %F' /srv/app"],
+    );
     out.assert_ok();
     assert_eq!(out.stdout, "1000\n1000\n/srv/app\n[]\n1\n0 directory\n", "{out:?}");
     // -e overrides the image's Env, other image variables stay
@@ -1256,7 +1333,10 @@ fn image_config(user: TestUser) {
     assert_eq!(out.stdout, "x\n", "-e GREETING=x: {out:?}");
     let out = run(&h, &["--rm", "-e", "GREETING=x"], CONFIG, &["env | grep -E '^(GREETING|PATH)=' | sort"]);
     out.assert_ok();
-    assert_eq!(out.stdout, "GREETING=x\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", "{out:?}");
+    assert_eq!(
+        out.stdout, "GREETING=x\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        "{out:?}"
+    );
     // -w overrides WorkingDir (and /srv/app is then not created)
     let out = run(&h, &["--rm", "-w", "/other"], CONFIG, &["pwd; test -e /srv/app && echo srv-app-exists; id -u"]);
     out.assert_ok();
@@ -1286,7 +1366,12 @@ fn image_config_without_subids() {
     let out = run(&h, &["--rm", "-u", "0"], CONFIG, &[]);
     out.assert_ok();
     assert_eq!(out.stdout, "hello from the image\n", "{out:?}");
-    let out = run(&h, &["--rm", "-u", "root", "-e", "GREETING=x", "-w", "/other"], CONFIG, &["echo $GREETING; pwd; echo \"[$EMPTY]\""]);
+    let out = run(
+        &h,
+        &["--rm", "-u", "root", "-e", "GREETING=x", "-w", "/other"],
+        CONFIG,
+        &["echo $GREETING; pwd; echo \"[$EMPTY]\""],
+    );
     out.assert_ok();
     assert_eq!(out.stdout, "x\n/other\n[]\n", "{out:?}");
     assert!(containers(&h).is_empty(), "{:?}", containers(&h));
@@ -1317,7 +1402,11 @@ fn evil_links(user: TestUser) {
         );
         let escaped = host_snapshot(&host_path);
         remove_escaped(&host_path);
-        assert!(escaped.is_none(), "-v ...:/{link}/{name} created {} on the host ({escaped:?}): {out:?}", host_path.display());
+        assert!(
+            escaped.is_none(),
+            "-v ...:/{link}/{name} created {} on the host ({escaped:?}): {out:?}",
+            host_path.display()
+        );
         out.assert_ok();
         assert_eq!(out.stdout, "payload\n1\n", "the bind landed on the container's /tmp/{name}: {out:?}");
         // the write went through the bind to the volume, not to the host's /tmp
@@ -1344,7 +1433,12 @@ fn evil_links(user: TestUser) {
     let wd_root_before = host_snapshot(&wd_root);
     let sub = unique("wd");
     let host_wd = wd_root.join(&sub);
-    let out = run(&h, &["--rm", "-w", &format!("/workdir-link/{sub}")], EVIL_LINKS, &["sh", "-c", "pwd -P; stat -c %u .; touch in-wd && echo touched"]);
+    let out = run(
+        &h,
+        &["--rm", "-w", &format!("/workdir-link/{sub}")],
+        EVIL_LINKS,
+        &["sh", "-c", "pwd -P; stat -c %u .; touch in-wd && echo touched"],
+    );
     let escaped = host_snapshot(&host_wd);
     let wd_root_after = host_snapshot(&wd_root);
     remove_escaped(&host_wd);
@@ -1356,7 +1450,11 @@ fn evil_links(user: TestUser) {
         assert!(wd_root_after.is_none(), "-w /workdir-link/{sub} created {} on the host: {out:?}", wd_root.display());
     }
     out.assert_ok();
-    assert_eq!(out.stdout, format!("/tmp/wd-escape/{sub}\n0\ntouched\n"), "the working directory is the container's /tmp/wd-escape/{sub}: {out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("/tmp/wd-escape/{sub}\n0\ntouched\n"),
+        "the working directory is the container's /tmp/wd-escape/{sub}: {out:?}"
+    );
 
     // /etc/hostname -> /tmp/host-hostname-target: the hostname file lands in the container
     let target = host_tmp.join("host-hostname-target");
@@ -1371,7 +1469,11 @@ fn evil_links(user: TestUser) {
     out.assert_ok();
     let id = new_container(&h, &before);
     let short = &id[..12];
-    assert_eq!(out.stdout, format!("{short}\n{short}\n{short}\n"), "/etc/hostname shows the container's hostname: {out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("{short}\n{short}\n{short}\n"),
+        "/etc/hostname shows the container's hostname: {out:?}"
+    );
     let out = run(&h, &["--rm", "--hostname", "evil-box"], EVIL_LINKS, &["cat", "/etc/hostname"]);
     let target_after = host_snapshot(&target);
     if target_before.is_none() {
@@ -1398,9 +1500,37 @@ fn evil_links_without_subids() {
 
 /// Names an escape of /proc or /dev setup to the host's /tmp would create there.
 const SPECIAL_ENTRIES: &[&str] = &[
-    "null", "zero", "full", "random", "urandom", "tty", "console", "pts", "shm", "mqueue", "fd", "stdin",
-    "stdout", "stderr", "ptmx", "kcore", "keys", "timer_list", "sched_debug", "acpi", "asound", "scsi",
-    "latency_stats", "timer_stats", "bus", "fs", "irq", "sys", "sysrq-trigger", "self", "1",
+    "null",
+    "zero",
+    "full",
+    "random",
+    "urandom",
+    "tty",
+    "console",
+    "pts",
+    "shm",
+    "mqueue",
+    "fd",
+    "stdin",
+    "stdout",
+    "stderr",
+    "ptmx",
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "acpi",
+    "asound",
+    "scsi",
+    "latency_stats",
+    "timer_stats",
+    "bus",
+    "fs",
+    "irq",
+    "sys",
+    "sysrq-trigger",
+    "self",
+    "1",
 ];
 
 /// An image whose /proc or /dev is a symlink (to /tmp) is refused with one clean error
@@ -1410,7 +1540,8 @@ fn special_symlink(user: TestUser, special: &str) {
     let image = format!("{special}-symlink:latest");
     pull(&h, &image);
     let host_tmp = Path::new("/tmp");
-    let before: Vec<(&str, Option<String>)> = SPECIAL_ENTRIES.iter().map(|n| (*n, host_snapshot(&host_tmp.join(n)))).collect();
+    let before: Vec<(&str, Option<String>)> =
+        SPECIAL_ENTRIES.iter().map(|n| (*n, host_snapshot(&host_tmp.join(n)))).collect();
     let tmp_dev = fs::metadata(host_tmp).unwrap().dev();
     let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     for opts in [&["--rm"][..], &["--rm", "--network", "none"][..], &["--rm", "--read-only"][..]] {
@@ -1486,7 +1617,12 @@ fn images_with_many_layers_run() {
         let h = setup(user);
         pull(&h, "many:latest");
         // Every layer is visible, and the bottom (busybox) one too.
-        let out = run(&h, &["--rm"], "many:latest", &["sh", "-c", "ls /layers | wc -l; cat /layers/f1 /layers/f63; ls /bin/ls"]);
+        let out = run(
+            &h,
+            &["--rm"],
+            "many:latest",
+            &["sh", "-c", "ls /layers | wc -l; cat /layers/f1 /layers/f63; ls /bin/ls"],
+        );
         out.assert_ok();
         assert_eq!(out.stdout, "63\n1\n63\n/bin/ls\n", "{:?}", out);
     }

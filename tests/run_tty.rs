@@ -103,7 +103,12 @@ fn init_reaps_zombies_and_forwards_signals() {
     assert!(!out.stdout.contains(" Z"), "no zombie under --init: {:?}", out);
     assert!(out.stdout.contains("exe-hidden"), "/proc/1/exe (husk) is not reachable: {:?}", out);
     // SIGTERM to husk reaches the command, which dies of it: 128+15.
-    let mut child = h.cmd(&["run", "--rm", "--init", &reg("busybox:latest"), "sleep", "30"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = h
+        .cmd(&["run", "--rm", "--init", &reg("busybox:latest"), "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let _ = std::process::Command::new("pkill").args(["-TERM", "-P", &child.id().to_string()]).status();
     let status = child.wait().unwrap();

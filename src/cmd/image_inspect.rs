@@ -16,11 +16,8 @@ pub fn run(ctx: &Ctx, args: ImageInspectArgs) -> Result<i32> {
     let mut out = Vec::new();
     for q in &args.images {
         let img = resolve(&store, q)?;
-        let repo_digests: Vec<String> = img
-            .names
-            .iter()
-            .map(|n| format!("{}@{}", split_name(n).0, img.manifest_digest))
-            .collect();
+        let repo_digests: Vec<String> =
+            img.names.iter().map(|n| format!("{}@{}", split_name(n).0, img.manifest_digest)).collect();
         let c = &img.config;
         out.push(json!({
             "Id": img.id(),

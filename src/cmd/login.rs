@@ -28,7 +28,11 @@ pub struct LogoutArgs {
 fn registry_name(r: Option<String>) -> String {
     let r = r.unwrap_or_else(|| "docker.io".into());
     let r = r.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string();
-    if r == "index.docker.io" || r == "registry-1.docker.io" { "docker.io".into() } else { r }
+    if r == "index.docker.io" || r == "registry-1.docker.io" {
+        "docker.io".into()
+    } else {
+        r
+    }
 }
 
 fn prompt(label: &str, hidden: bool) -> Result<String> {

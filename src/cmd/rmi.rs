@@ -40,11 +40,8 @@ fn remove_one(store: &crate::layers::store::Store, query: &str, force: bool) -> 
             println!("Untagged: {}", name);
         }
         _ => {
-            let users: Vec<String> = crate::container::list(store)?
-                .into_iter()
-                .filter(|c| c.image_id == img.id())
-                .map(|c| c.name)
-                .collect();
+            let users: Vec<String> =
+                crate::container::list(store)?.into_iter().filter(|c| c.image_id == img.id()).map(|c| c.name).collect();
             if !users.is_empty() && !force {
                 bail!(
                     "unable to remove image {} (must be forced): it is used by container(s) {}",

@@ -116,12 +116,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     trace("image resolved");
 
     let writers = store.lock_writers()?;
-    let layers_top_first: Vec<PathBuf> = image
-        .chain_ids
-        .iter()
-        .rev()
-        .map(|c| store.layer_diff(c))
-        .collect::<Result<_>>()?;
+    let layers_top_first: Vec<PathBuf> =
+        image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
     let cfg = image.config.config().clone().unwrap_or_default();
     let command = command_line(&args, &cfg)?;
     let mut container = Container::create(
@@ -135,7 +131,19 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     drop(writers);
     trace("container created");
 
-    let result = start(&ids, &args, &image, &cfg, &layers_top_first, &mut container, command, binds, tmpfs, capabilities, env_extra);
+    let result = start(
+        &ids,
+        &args,
+        &image,
+        &cfg,
+        &layers_top_first,
+        &mut container,
+        command,
+        binds,
+        tmpfs,
+        capabilities,
+        env_extra,
+    );
     let code = match &result {
         Ok(Exit::Status(c)) => *c,
         Ok(Exit::NotStarted { code, .. }) => *code,
@@ -193,7 +201,12 @@ fn start(
     for e in env_extra {
         set_env(&mut env, &e);
     }
-    let cwd = args.workdir.clone().or_else(|| cfg.working_dir().clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
         bail!("the working directory {:?} is not an absolute path", cwd);
     }
@@ -234,7 +247,9 @@ fn start(
             tty: args.tty,
         },
     )
-    .with_context(|| format!("starting a container from {}", image.names.first().map(String::as_str).unwrap_or(image.short_id())))
+    .with_context(|| {
+        format!("starting a container from {}", image.names.first().map(String::as_str).unwrap_or(image.short_id()))
+    })
 }
 
 fn find_or_pull(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
@@ -290,12 +305,7 @@ fn expand_env(e: &str) -> Option<String> {
 
 fn read_env_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(expand_env)
-        .collect())
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(expand_env).collect())
 }
 
 fn parse_volume(v: &str) -> Result<(String, String, bool)> {
@@ -334,10 +344,7 @@ fn parse_tmpfs(t: &str) -> Result<(String, String)> {
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
 fn etc_files(hostname: &str) -> Vec<(String, String)> {
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-        hostname
-    );
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", hostname);
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     vec![
         ("/etc/hostname".into(), format!("{}\n", hostname)),

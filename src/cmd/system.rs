@@ -63,7 +63,10 @@ fn df(ctx: &Ctx) -> Result<i32> {
 
 fn confirm(all: bool) -> bool {
     eprintln!("WARNING! This will remove:");
-    eprintln!("  - {}", if all { "all images without at least one container associated to them" } else { "all dangling images" });
+    eprintln!(
+        "  - {}",
+        if all { "all images without at least one container associated to them" } else { "all dangling images" }
+    );
     eprintln!("  - leftovers of interrupted husk commands");
     eprint!("Are you sure you want to continue? [y/N] ");
     let mut line = String::new();

@@ -44,15 +44,22 @@ fn random_id() -> Result<String> {
 }
 
 const ADJECTIVES: [&str; 16] = [
-    "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nimble", "proud", "quiet", "sharp", "swift", "tidy", "witty",
+    "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nimble", "proud", "quiet", "sharp",
+    "swift", "tidy", "witty",
 ];
 const NOUNS: [&str; 16] = [
-    "badger", "crane", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala", "lemur", "marten", "newt", "otter", "puffin", "quail",
+    "badger", "crane", "dingo", "egret", "falcon", "gecko", "heron", "ibis", "jackal", "koala", "lemur", "marten",
+    "newt", "otter", "puffin", "quail",
 ];
 
 fn readable_name(id: &str) -> String {
     let b = hex::decode(&id[..8]).unwrap_or_default();
-    format!("{}_{}{}", ADJECTIVES[b[0] as usize % 16], NOUNS[b[1] as usize % 16], u16::from_be_bytes([b[2], b[3]]) % 1000)
+    format!(
+        "{}_{}{}",
+        ADJECTIVES[b[0] as usize % 16],
+        NOUNS[b[1] as usize % 16],
+        u16::from_be_bytes([b[2], b[3]]) % 1000
+    )
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
@@ -82,7 +89,14 @@ pub fn list(store: &Store) -> Result<Vec<State>> {
 
 impl Container {
     /// Creates the container's directory and state, with a unique name.
-    pub fn create(store: &Store, name: Option<&str>, image: &str, image_id: &str, layers: Vec<String>, command: Vec<String>) -> Result<Container> {
+    pub fn create(
+        store: &Store,
+        name: Option<&str>,
+        image: &str,
+        image_id: &str,
+        layers: Vec<String>,
+        command: Vec<String>,
+    ) -> Result<Container> {
         fs::create_dir_all(containers_dir(store))?;
         let _l = FileLock::exclusive(&store.root().join("locks/containers.lock"))?;
         let existing = list(store)?;

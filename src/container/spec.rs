@@ -5,8 +5,17 @@ use serde_json::json;
 
 /// Docker's masked and read-only paths.
 pub const MASKED_PATHS: [&str; 11] = [
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
@@ -30,7 +39,11 @@ pub struct SpecInput {
 }
 
 pub fn build(i: &SpecInput) -> Result<Spec> {
-    let devpts = if i.tty_gid_mapped { "newinstance,ptmxmode=0666,mode=0620,gid=5" } else { "newinstance,ptmxmode=0666,mode=0620" };
+    let devpts = if i.tty_gid_mapped {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -58,7 +71,13 @@ pub fn build(i: &SpecInput) -> Result<Spec> {
         o.extend(opts.split(',').filter(|s| !s.is_empty()).map(String::from));
         mounts.push(json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": o}));
     }
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "uts"}), json!({"type": "ipc"}), json!({"type": "user"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "uts"}),
+        json!({"type": "ipc"}),
+        json!({"type": "user"}),
+    ];
     if i.own_network {
         namespaces.push(json!({"type": "network"}));
     }

@@ -45,7 +45,8 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
         None => (spec, None),
     };
     let user = if user.is_empty() { "0" } else { user };
-    let entries: Vec<Vec<&str>> = passwd.unwrap_or("").lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 7).collect();
+    let entries: Vec<Vec<&str>> =
+        passwd.unwrap_or("").lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 7).collect();
     let found = match user.parse::<u32>() {
         Ok(uid) => entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(uid)),
         Err(_) => entries.iter().find(|f| f[0] == user),
@@ -55,7 +56,8 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
         (Ok(uid), None) => (uid, 0, String::new(), "/".to_string()),
         (Err(_), None) => bail!("unable to find user {}: no matching entries in passwd file", user),
     };
-    let groups: Vec<Vec<&str>> = group.unwrap_or("").lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 4).collect();
+    let groups: Vec<Vec<&str>> =
+        group.unwrap_or("").lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 4).collect();
     if let Some(g) = grp {
         gid = match g.parse::<u32>() {
             Ok(n) => n,

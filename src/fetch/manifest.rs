@@ -15,7 +15,8 @@ pub enum Parsed {
 /// Decides what a manifest document is, refusing ambiguous or mislabelled ones
 /// (a document that is both an index and a manifest: CVE-2021-41190).
 pub fn parse(bytes: &[u8], content_type: &str, what: &str) -> Result<Parsed> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).with_context(|| format!("{}: manifest is not valid JSON", what))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).with_context(|| format!("{}: manifest is not valid JSON", what))?;
     let has_manifests = v.get("manifests").is_some();
     let has_layers = v.get("layers").is_some() || v.get("config").is_some();
     if has_manifests && has_layers {
@@ -45,7 +46,8 @@ pub fn parse(bytes: &[u8], content_type: &str, what: &str) -> Result<Parsed> {
         if !matches!(kind, OCI_MANIFEST | DOCKER_MANIFEST | "") {
             bail!("{}: manifest labelled {} holds an image manifest", what, kind);
         }
-        let m: ImageManifest = serde_json::from_value(v).with_context(|| format!("{}: malformed image manifest", what))?;
+        let m: ImageManifest =
+            serde_json::from_value(v).with_context(|| format!("{}: malformed image manifest", what))?;
         Ok(Parsed::Manifest(Box::new(m)))
     } else {
         bail!("{}: document is neither an image index nor an image manifest", what)

@@ -5,9 +5,9 @@ use super::progress::{Progress, ProgressReader};
 use super::reference::{is_valid_digest, Reference};
 use super::registry::{read_limited, RegistryClient, MAX_DOCUMENT};
 use crate::layers::extract::{ExtractOptions, Ownership};
+use crate::layers::gc::remove_unreferenced;
 use crate::layers::images::{parse_config, tag_manifest};
 use crate::layers::ingest::{ingest_layer, Compression, LayerTarget};
-use crate::layers::gc::remove_unreferenced;
 use crate::layers::store::{chain_ids, sha256_digest, LayerInfo, Store, TmpArea};
 use crate::ns::idmap::IdMapping;
 use anyhow::{bail, Context, Result};
@@ -47,8 +47,7 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     let config_desc = manifest.config();
     let config_digest = config_desc.digest().to_string();
     let config_bytes = fetch_document(&client, config_desc, &format!("config of {}", name))?;
-    let config = parse_config(&config_bytes)
-        .with_context(|| format!("{}: malformed image config", name))?;
+    let config = parse_config(&config_bytes).with_context(|| format!("{}: malformed image config", name))?;
     if let Some(p) = &opts.platform {
         let (os, arch) = (config.os().to_string(), config.architecture().to_string());
         if os != p.os || arch != p.arch {
@@ -196,7 +195,11 @@ fn fetch_layer(
 }
 
 /// Fetches the manifest for `reference`, going through an index to this platform's entry.
-fn resolve_manifest(client: &RegistryClient, reference: &Reference, want: &PlatformSpec) -> Result<(Vec<u8>, String, String)> {
+fn resolve_manifest(
+    client: &RegistryClient,
+    reference: &Reference,
+    want: &PlatformSpec,
+) -> Result<(Vec<u8>, String, String)> {
     let name = reference.to_string();
     let top = client.get_manifest(reference.digest.as_deref().unwrap_or_else(|| reference.tag_or_latest()))?;
     match manifest::parse(&top.bytes, &top.media_type, &name)? {
@@ -223,11 +226,13 @@ fn resolve_manifest(client: &RegistryClient, reference: &Reference, want: &Platf
 }
 
 fn media_type_of(m: &ImageManifest, served: &str) -> String {
-    m.media_type()
-        .as_ref()
-        .map(|t| t.to_string())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| if served.is_empty() { manifest::OCI_MANIFEST.to_string() } else { served.to_string() })
+    m.media_type().as_ref().map(|t| t.to_string()).filter(|t| !t.is_empty()).unwrap_or_else(|| {
+        if served.is_empty() {
+            manifest::OCI_MANIFEST.to_string()
+        } else {
+            served.to_string()
+        }
+    })
 }
 
 /// Fetches a small blob (a config), checking size and digest.

@@ -76,10 +76,7 @@ impl Reference {
     /// wins when displaying or pulling).  The tag is not validated here; use
     /// [`validate_tag`] first for tags that come from outside.
     pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference {
-            tag: Some(tag.to_string()),
-            ..self.clone()
-        }
+        Reference { tag: Some(tag.to_string()), ..self.clone() }
     }
 
     /// `registry/repository`, without tag or digest.
@@ -95,13 +92,7 @@ impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.digest {
             Some(d) => write!(f, "{}/{}@{}", self.registry, self.repository, d),
-            None => write!(
-                f,
-                "{}/{}:{}",
-                self.registry,
-                self.repository,
-                self.tag_or_latest()
-            ),
+            None => write!(f, "{}/{}:{}", self.registry, self.repository, self.tag_or_latest()),
         }
     }
 }
@@ -145,13 +136,12 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
         return Err(format!("invalid character {:?}", c));
     }
     if s.contains("://") {
-        return Err(
-            "must not include a URL scheme (write host/repository, e.g. ghcr.io/owner/image)"
-                .into(),
-        );
+        return Err("must not include a URL scheme (write host/repository, e.g. ghcr.io/owner/image)".into());
     }
     if is_identifier(s) {
-        return Err("cannot use a 64-character hexadecimal string as a repository name (it looks like an image ID)".into());
+        return Err(
+            "cannot use a 64-character hexadecimal string as a repository name (it looks like an image ID)".into()
+        );
     }
     if let Some(rest) = s.strip_prefix(SHA256_PREFIX) {
         if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -181,9 +171,7 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
     // Tag: after the last ':' provided no '/' follows it (a ':' before the
     // last '/' can only be a registry port).
     let (name, tag) = match name_and_tag.rfind(':') {
-        Some(i) if !name_and_tag[i + 1..].contains('/') => {
-            (&name_and_tag[..i], Some(&name_and_tag[i + 1..]))
-        }
+        Some(i) if !name_and_tag[i + 1..].contains('/') => (&name_and_tag[..i], Some(&name_and_tag[i + 1..])),
         _ => (name_and_tag, None),
     };
     if let Some(t) = tag {
@@ -206,11 +194,7 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
     let (registry, path) = match name.split_once('/') {
         Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
             check_registry(first)?;
-            let registry = if first == LEGACY_DEFAULT_REGISTRY {
-                DEFAULT_REGISTRY
-            } else {
-                first
-            };
+            let registry = if first == LEGACY_DEFAULT_REGISTRY { DEFAULT_REGISTRY } else { first };
             (registry, rest)
         }
         _ => (DEFAULT_REGISTRY, name),
@@ -256,36 +240,21 @@ fn check_tag(t: &str) -> Result<(), String> {
     if first == b'.' || first == b'-' {
         return Err("tag must not start with '.' or '-'".into());
     }
-    if let Some(c) = t
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(format!(
-            "tag contains invalid character {:?} (allowed: letters, digits, '_', '.', '-')",
-            c
-        ));
+    if let Some(c) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(format!("tag contains invalid character {:?} (allowed: letters, digits, '_', '.', '-')", c));
     }
     Ok(())
 }
 
 fn check_digest(d: &str) -> Result<(), String> {
     let Some((algorithm, hex)) = d.split_once(':') else {
-        return Err(format!(
-            "digest {:?} has no algorithm (expected sha256:<64 hex digits>)",
-            d
-        ));
+        return Err(format!("digest {:?} has no algorithm (expected sha256:<64 hex digits>)", d));
     };
     if algorithm.is_empty() {
-        return Err(format!(
-            "digest {:?} has no algorithm (expected sha256:<64 hex digits>)",
-            d
-        ));
+        return Err(format!("digest {:?} has no algorithm (expected sha256:<64 hex digits>)", d));
     }
     if algorithm != "sha256" {
-        return Err(format!(
-            "unsupported digest algorithm {:?} (only sha256 is supported)",
-            algorithm
-        ));
+        return Err(format!("unsupported digest algorithm {:?} (only sha256 is supported)", algorithm));
     }
     if hex.is_empty() {
         return Err(format!("digest {:?} has no hex value", d));
@@ -297,11 +266,7 @@ fn check_digest(d: &str) -> Result<(), String> {
         return Err(format!("digest {:?} must use lowercase hex", d));
     }
     if hex.len() != 64 {
-        return Err(format!(
-            "digest {:?} must have 64 hex digits, not {}",
-            d,
-            hex.len()
-        ));
+        return Err(format!("digest {:?} must have 64 hex digits, not {}", d, hex.len()));
     }
     Ok(())
 }
@@ -354,10 +319,7 @@ fn check_registry(r: &str) -> Result<(), String> {
         };
         let addr = &rest[..end];
         if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
-            return Err(format!(
-                "invalid IPv6 registry address {:?} (only hex digits and ':' are allowed)",
-                addr
-            ));
+            return Err(format!("invalid IPv6 registry address {:?} (only hex digits and ':' are allowed)", addr));
         }
         let after = &rest[end + 1..];
         if after.is_empty() {
@@ -365,10 +327,7 @@ fn check_registry(r: &str) -> Result<(), String> {
         } else if let Some(p) = after.strip_prefix(':') {
             Some(p)
         } else {
-            return Err(format!(
-                "unexpected {:?} after IPv6 registry address",
-                after
-            ));
+            return Err(format!("unexpected {:?} after IPv6 registry address", after));
         }
     } else {
         let (host, port) = match r.split_once(':') {
@@ -383,11 +342,7 @@ fn check_registry(r: &str) -> Result<(), String> {
             return Err(format!("registry {:?} has an empty port", r));
         }
         if !p.bytes().all(|b| b.is_ascii_digit()) {
-            let hint = if p.contains(':') {
-                " (IPv6 addresses must be in brackets)"
-            } else {
-                ""
-            };
+            let hint = if p.contains(':') { " (IPv6 addresses must be in brackets)" } else { "" };
             return Err(format!("registry port {:?} is not numeric{}", p, hint));
         }
     }
@@ -402,9 +357,7 @@ fn check_domain_name(h: &str) -> Result<(), String> {
     for label in h.split('.') {
         let bytes = label.as_bytes();
         let ok = !bytes.is_empty()
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
             && bytes[0] != b'-'
             && bytes[bytes.len() - 1] != b'-';
         if !ok {
@@ -466,66 +419,18 @@ mod tests {
         vec![
             // --- valid: Docker Hub normalization ---
             ok("alpine", "docker.io", "library/alpine", None, None),
-            ok(
-                "alpine:3.19",
-                "docker.io",
-                "library/alpine",
-                Some("3.19"),
-                None,
-            ),
+            ok("alpine:3.19", "docker.io", "library/alpine", Some("3.19"), None),
             ok("user/app", "docker.io", "user/app", None, None),
             ok("library/debian", "docker.io", "library/debian", None, None),
-            ok(
-                "docker.io/alpine",
-                "docker.io",
-                "library/alpine",
-                None,
-                None,
-            ),
-            ok(
-                "docker.io/library/foo/bar",
-                "docker.io",
-                "library/foo/bar",
-                None,
-                None,
-            ),
-            ok(
-                "index.docker.io/alpine",
-                "docker.io",
-                "library/alpine",
-                None,
-                None,
-            ),
-            ok(
-                "index.docker.io/docker/docker:edge",
-                "docker.io",
-                "docker/docker",
-                Some("edge"),
-                None,
-            ),
+            ok("docker.io/alpine", "docker.io", "library/alpine", None, None),
+            ok("docker.io/library/foo/bar", "docker.io", "library/foo/bar", None, None),
+            ok("index.docker.io/alpine", "docker.io", "library/alpine", None, None),
+            ok("index.docker.io/docker/docker:edge", "docker.io", "docker/docker", Some("edge"), None),
             ok("store/foo/bar", "docker.io", "store/foo/bar", None, None),
             ok("test_com/foo", "docker.io", "test_com/foo", None, None),
-            ok(
-                "foo_bar.com:8080",
-                "docker.io",
-                "library/foo_bar.com",
-                Some("8080"),
-                None,
-            ),
-            ok(
-                "foo/foo_bar.com:8080",
-                "docker.io",
-                "foo/foo_bar.com",
-                Some("8080"),
-                None,
-            ),
-            ok(
-                "lowercase:Uppercase",
-                "docker.io",
-                "library/lowercase",
-                Some("Uppercase"),
-                None,
-            ),
+            ok("foo_bar.com:8080", "docker.io", "library/foo_bar.com", Some("8080"), None),
+            ok("foo/foo_bar.com:8080", "docker.io", "foo/foo_bar.com", Some("8080"), None),
+            ok("lowercase:Uppercase", "docker.io", "library/lowercase", Some("Uppercase"), None),
             ok(
                 "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
                 "docker.io",
@@ -533,62 +438,20 @@ mod tests {
                 None,
                 None,
             ),
-            ok(
-                format!("docker.io/{}", HEX),
-                "docker.io",
-                format!("library/{}", HEX),
-                None,
-                None,
-            ),
-            ok(
-                "docker---rules/docker",
-                "docker.io",
-                "docker---rules/docker",
-                None,
-                None,
-            ),
+            ok(format!("docker.io/{}", HEX), "docker.io", format!("library/{}", HEX), None, None),
+            ok("docker---rules/docker", "docker.io", "docker---rules/docker", None, None),
             ok("dock__er/d", "docker.io", "dock__er/d", None, None),
-            ok(
-                "x9/a.b_c__d-e--f",
-                "docker.io",
-                "x9/a.b_c__d-e--f",
-                None,
-                None,
-            ),
-            ok(
-                "alpine:_private",
-                "docker.io",
-                "library/alpine",
-                Some("_private"),
-                None,
-            ),
+            ok("x9/a.b_c__d-e--f", "docker.io", "x9/a.b_c__d-e--f", None, None),
+            ok("alpine:_private", "docker.io", "library/alpine", Some("_private"), None),
             // --- valid: localhost and bare hosts ---
             ok("localhost/foo", "localhost", "foo", None, None),
             ok("localhost", "docker.io", "library/localhost", None, None),
-            ok(
-                "localhost:5000",
-                "docker.io",
-                "library/localhost",
-                Some("5000"),
-                None,
-            ),
-            ok(
-                "localhost:5000/a/b:tag",
-                "localhost:5000",
-                "a/b",
-                Some("tag"),
-                None,
-            ),
+            ok("localhost:5000", "docker.io", "library/localhost", Some("5000"), None),
+            ok("localhost:5000/a/b:tag", "localhost:5000", "a/b", Some("tag"), None),
             ok("host:5000/a/b:tag", "host:5000", "a/b", Some("tag"), None),
             ok("test-com:8080/foo", "test-com:8080", "foo", None, None),
             ok("Example.COM/foo", "Example.COM", "foo", None, None),
-            ok(
-                "xn--n3h.com/myimage:xn--n3h.com",
-                "xn--n3h.com",
-                "myimage",
-                Some("xn--n3h.com"),
-                None,
-            ),
+            ok("xn--n3h.com/myimage:xn--n3h.com", "xn--n3h.com", "myimage", Some("xn--n3h.com"), None),
             ok(
                 "sub-dom1.foo.com/bar/baz/quux:some-long-tag",
                 "sub-dom1.foo.com",
@@ -604,88 +467,22 @@ mod tests {
                 None,
             ),
             // --- valid: IPv4 ---
-            ok(
-                "192.168.1.1",
-                "docker.io",
-                "library/192.168.1.1",
-                None,
-                None,
-            ),
-            ok(
-                "192.168.1.1:5000",
-                "docker.io",
-                "library/192.168.1.1",
-                Some("5000"),
-                None,
-            ),
+            ok("192.168.1.1", "docker.io", "library/192.168.1.1", None, None),
+            ok("192.168.1.1:5000", "docker.io", "library/192.168.1.1", Some("5000"), None),
             ok("192.168.1.1/repo", "192.168.1.1", "repo", None, None),
-            ok(
-                "192.168.1.1:5000/repo:5050",
-                "192.168.1.1:5000",
-                "repo",
-                Some("5050"),
-                None,
-            ),
-            ok(
-                "127.0.0.1:5000/library/debian",
-                "127.0.0.1:5000",
-                "library/debian",
-                None,
-                None,
-            ),
+            ok("192.168.1.1:5000/repo:5050", "192.168.1.1:5000", "repo", Some("5050"), None),
+            ok("127.0.0.1:5000/library/debian", "127.0.0.1:5000", "library/debian", None, None),
             // --- valid: IPv6 ---
             ok("[::1]:5000/x", "[::1]:5000", "x", None, None),
             ok("[2001:db8::1]/repo", "[2001:db8::1]", "repo", None, None),
-            ok(
-                "[2001:db8:1:2:3:4:5:6]/repo:tag",
-                "[2001:db8:1:2:3:4:5:6]",
-                "repo",
-                Some("tag"),
-                None,
-            ),
-            ok(
-                "[2001:db8::]:5000/repo",
-                "[2001:db8::]:5000",
-                "repo",
-                None,
-                None,
-            ),
-            ok(
-                "[FC00:1:2:3:4:5:6:7]:5000/library/debian",
-                "[FC00:1:2:3:4:5:6:7]:5000",
-                "library/debian",
-                None,
-                None,
-            ),
-            ok(
-                format!("[2001:db8::1]:5000/repo:tag@{}", d()),
-                "[2001:db8::1]:5000",
-                "repo",
-                Some("tag"),
-                Some(d()),
-            ),
+            ok("[2001:db8:1:2:3:4:5:6]/repo:tag", "[2001:db8:1:2:3:4:5:6]", "repo", Some("tag"), None),
+            ok("[2001:db8::]:5000/repo", "[2001:db8::]:5000", "repo", None, None),
+            ok("[FC00:1:2:3:4:5:6:7]:5000/library/debian", "[FC00:1:2:3:4:5:6:7]:5000", "library/debian", None, None),
+            ok(format!("[2001:db8::1]:5000/repo:tag@{}", d()), "[2001:db8::1]:5000", "repo", Some("tag"), Some(d())),
             // --- valid: digests ---
-            ok(
-                format!("redis@{}", d()),
-                "docker.io",
-                "library/redis",
-                None,
-                Some(d()),
-            ),
-            ok(
-                format!("busybox:latest@{}", d()),
-                "docker.io",
-                "library/busybox",
-                Some("latest"),
-                Some(d()),
-            ),
-            ok(
-                format!("test:5000/repo@{}", d()),
-                "test:5000",
-                "repo",
-                None,
-                Some(d()),
-            ),
+            ok(format!("redis@{}", d()), "docker.io", "library/redis", None, Some(d())),
+            ok(format!("busybox:latest@{}", d()), "docker.io", "library/busybox", Some("latest"), Some(d())),
+            ok(format!("test:5000/repo@{}", d()), "test:5000", "repo", None, Some(d())),
             ok(
                 format!("registry.example.com:443/team/app:v1.2.3-rc_1@{}", d()),
                 "registry.example.com:443",
@@ -694,27 +491,9 @@ mod tests {
                 Some(d()),
             ),
             // --- valid: length limits (full normalized name counts) ---
-            ok(
-                format!("alpine:{}", t128),
-                "docker.io",
-                "library/alpine",
-                Some(t128.as_str()),
-                None,
-            ),
-            ok(
-                format!("example.com/{}", "a".repeat(243)),
-                "example.com",
-                "a".repeat(243),
-                None,
-                None,
-            ),
-            ok(
-                "a".repeat(237),
-                "docker.io",
-                format!("library/{}", "a".repeat(237)),
-                None,
-                None,
-            ),
+            ok(format!("alpine:{}", t128), "docker.io", "library/alpine", Some(t128.as_str()), None),
+            ok(format!("example.com/{}", "a".repeat(243)), "example.com", "a".repeat(243), None, None),
+            ok("a".repeat(237), "docker.io", format!("library/{}", "a".repeat(237)), None, None),
             // --- invalid ---
             bad("", "empty"),
             bad(" alpine", "whitespace"),
@@ -738,31 +517,13 @@ mod tests {
             bad(format!("{}a:tag", "a/".repeat(128)), "more than 255"),
             bad(format!("example.com/{}", "a".repeat(244)), "more than 255"),
             bad("a".repeat(238), "more than 255"),
-            bad(
-                "repo@sha256:ffffffffffffffffffffffffffffffffff",
-                "64 hex digits",
-            ),
+            bad("repo@sha256:ffffffffffffffffffffffffffffffffff", "64 hex digits"),
             bad(format!("repo@sha256:{}0", HEX), "64 hex digits"),
-            bad(
-                format!("validname@invaliddigest:{}", HEX),
-                "unsupported digest algorithm",
-            ),
-            bad(
-                format!("alpine@sha512:{}{}", HEX, HEX),
-                "unsupported digest algorithm",
-            ),
-            bad(
-                format!("alpine@SHA256:{}", HEX),
-                "unsupported digest algorithm",
-            ),
-            bad(
-                format!("alpine@sha256:{}", HEX.to_uppercase()),
-                "lowercase hex",
-            ),
-            bad(
-                format!("alpine@sha256:{}", "z".repeat(64)),
-                "not hexadecimal",
-            ),
+            bad(format!("validname@invaliddigest:{}", HEX), "unsupported digest algorithm"),
+            bad(format!("alpine@sha512:{}{}", HEX, HEX), "unsupported digest algorithm"),
+            bad(format!("alpine@SHA256:{}", HEX), "unsupported digest algorithm"),
+            bad(format!("alpine@sha256:{}", HEX.to_uppercase()), "lowercase hex"),
+            bad(format!("alpine@sha256:{}", "z".repeat(64)), "not hexadecimal"),
             bad(format!("alpine@{}", HEX), "no algorithm"),
             bad(format!("alpine@:{}", HEX), "no algorithm"),
             bad("alpine@sha256:", "no hex value"),
@@ -818,14 +579,8 @@ mod tests {
         for (input, want) in all {
             let got = Reference::parse(&input);
             match want {
-                Want::Ok {
-                    registry,
-                    repository,
-                    tag,
-                    digest,
-                } => {
-                    let r =
-                        got.unwrap_or_else(|e| panic!("{:?} should parse, got: {:#}", input, e));
+                Want::Ok { registry, repository, tag, digest } => {
+                    let r = got.unwrap_or_else(|e| panic!("{:?} should parse, got: {:#}", input, e));
                     assert_eq!(r.registry, registry, "registry of {:?}", input);
                     assert_eq!(r.repository, repository, "repository of {:?}", input);
                     assert_eq!(r.tag, tag, "tag of {:?}", input);
@@ -834,15 +589,9 @@ mod tests {
 
                     // Display round trip.
                     let shown = r.to_string();
-                    let again = Reference::parse(&shown).unwrap_or_else(|e| {
-                        panic!("display {:?} of {:?} should reparse: {:#}", shown, input, e)
-                    });
-                    assert_eq!(
-                        again.to_string(),
-                        shown,
-                        "display of {:?} is not a fixed point",
-                        input
-                    );
+                    let again = Reference::parse(&shown)
+                        .unwrap_or_else(|e| panic!("display {:?} of {:?} should reparse: {:#}", shown, input, e));
+                    assert_eq!(again.to_string(), shown, "display of {:?} is not a fixed point", input);
                     assert_eq!(again.registry, r.registry);
                     assert_eq!(again.repository, r.repository);
                     assert_eq!(again.digest, r.digest);
@@ -862,25 +611,14 @@ mod tests {
                         Ok(r) => panic!("{:?} should be rejected, parsed as {:?}", input, r),
                         Err(e) => format!("{:#}", e),
                     };
-                    assert!(
-                        !e.contains('\n'),
-                        "error for {:?} is not one line: {}",
-                        input,
-                        e
-                    );
+                    assert!(!e.contains('\n'), "error for {:?} is not one line: {}", input, e);
                     assert!(
                         e.starts_with(&format!("invalid reference {:?}: ", input)),
                         "error for {:?} does not name the input: {}",
                         input,
                         e
                     );
-                    assert!(
-                        e.contains(cause),
-                        "error for {:?} lacks {:?}: {}",
-                        input,
-                        cause,
-                        e
-                    );
+                    assert!(e.contains(cause), "error for {:?} lacks {:?}: {}", input, cause, e);
                 }
             }
         }
@@ -889,10 +627,7 @@ mod tests {
     #[test]
     fn error_message_format() {
         let e = Reference::parse("Alpine").unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "invalid reference \"Alpine\": repository name must be lowercase"
-        );
+        assert_eq!(e, "invalid reference \"Alpine\": repository name must be lowercase");
     }
 
     #[test]

@@ -104,7 +104,12 @@ impl RegistryClient {
         let bytes = read_limited(resp, MAX_DOCUMENT, &what)?;
         let digest = crate::layers::store::sha256_digest(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest != tag_or_digest {
-            bail!("registry {} sent a manifest that does not match its digest {} (got {})", self.registry, tag_or_digest, digest);
+            bail!(
+                "registry {} sent a manifest that does not match its digest {} (got {})",
+                self.registry,
+                tag_or_digest,
+                digest
+            );
         }
         Ok(Document { bytes, media_type, digest })
     }
@@ -128,11 +133,8 @@ impl RegistryClient {
     fn send(&self, method: reqwest::Method, url: Url, accept: Option<&str>) -> Result<Response> {
         let (mut resp, final_url) = self.send_following(method.clone(), url.clone(), accept)?;
         if resp.status() == StatusCode::UNAUTHORIZED && self.same_origin(&final_url) {
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge);
+            let challenge =
+                resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
             if let Some(ch) = challenge {
                 let header = self.answer_challenge(&ch)?;
                 *self.authorization.lock().unwrap() = Some(header);
@@ -172,17 +174,19 @@ impl RegistryClient {
 
     fn answer_challenge(&self, ch: &auth::Challenge) -> Result<String> {
         if ch.scheme.eq_ignore_ascii_case("basic") {
-            let creds = self
-                .creds
-                .as_ref()
-                .with_context(|| format!("registry {} requires a login (husk login {})", self.registry, self.registry))?;
+            let creds = self.creds.as_ref().with_context(|| {
+                format!("registry {} requires a login (husk login {})", self.registry, self.registry)
+            })?;
             return Ok(creds.basic_header());
         }
         if !ch.scheme.eq_ignore_ascii_case("bearer") {
             bail!("registry {} asks for unsupported authentication {:?}", self.registry, ch.scheme);
         }
-        let realm = ch.param("realm").with_context(|| format!("registry {} sent a bearer challenge without a realm", self.registry))?;
-        let mut realm = Url::parse(realm).with_context(|| format!("registry {} sent a bad token realm {:?}", self.registry, realm))?;
+        let realm = ch
+            .param("realm")
+            .with_context(|| format!("registry {} sent a bearer challenge without a realm", self.registry))?;
+        let mut realm = Url::parse(realm)
+            .with_context(|| format!("registry {} sent a bad token realm {:?}", self.registry, realm))?;
         if realm.scheme() != "https" && !(realm.scheme() == "http" && self.base.scheme() == "http") {
             bail!("registry {} sent a token realm that is not https: {}", self.registry, realm);
         }
@@ -191,9 +195,10 @@ impl RegistryClient {
             if let Some(s) = ch.param("service") {
                 q.append_pair("service", s);
             }
-            let scope = ch.param("scope").map(str::to_string).or_else(|| {
-                (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository))
-            });
+            let scope = ch
+                .param("scope")
+                .map(str::to_string)
+                .or_else(|| (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository)));
             if let Some(scope) = scope {
                 q.append_pair("scope", &scope);
             }
@@ -204,9 +209,20 @@ impl RegistryClient {
         }
         let resp = req.send().map_err(|e| self.transport_error(e))?;
         if !resp.status().is_success() {
-            let what = if self.creds.is_some() { "the credentials were refused" } else { "anonymous access was refused" };
-            let authority = format!("{}{}", realm.host_str().unwrap_or(""), realm.port().map(|p| format!(":{}", p)).unwrap_or_default());
-            bail!("registry {}: getting a token from {} failed ({}): {}", self.registry, authority, resp.status(), what);
+            let what =
+                if self.creds.is_some() { "the credentials were refused" } else { "anonymous access was refused" };
+            let authority = format!(
+                "{}{}",
+                realm.host_str().unwrap_or(""),
+                realm.port().map(|p| format!(":{}", p)).unwrap_or_default()
+            );
+            bail!(
+                "registry {}: getting a token from {} failed ({}): {}",
+                self.registry,
+                authority,
+                resp.status(),
+                what
+            );
         }
         let body = read_limited(resp, 1 << 20, "token")?;
         let v: serde_json::Value = serde_json::from_slice(&body).context("token response is not JSON")?;
@@ -245,7 +261,11 @@ impl RegistryClient {
                 ))
             })
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-        let place = if self.repository.is_empty() { self.registry.clone() } else { format!("{}/{}", self.registry, self.repository) };
+        let place = if self.repository.is_empty() {
+            self.registry.clone()
+        } else {
+            format!("{}/{}", self.registry, self.repository)
+        };
         match status {
             StatusCode::NOT_FOUND => anyhow!("{} not found in {} ({})", what, place, detail),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.repository.is_empty() => {
@@ -253,7 +273,9 @@ impl RegistryClient {
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => anyhow!(
                 "access to {} in {} denied ({}); does the repository exist, and are you logged in?",
-                what, place, detail
+                what,
+                place,
+                detail
             ),
             _ => anyhow!("registry {} answered {} for {} ({})", self.registry, status.as_u16(), what, detail),
         }

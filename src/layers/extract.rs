@@ -32,13 +32,10 @@ use nix::dir::{Dir, Type as DirType};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
-    fchmod, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FileStat, Mode, SFlag,
-    UtimensatFlags,
+    fchmod, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FileStat, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{
-    fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
-};
+use nix::unistd::{fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// What to do with the uid/gid recorded in the tar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,16 +85,9 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 ///
 /// Reads the stream once, up to the end-of-archive marker; whatever follows it
 /// is left unread for the caller (which drains the stream for hashing).
-pub fn extract_layer<R: Read>(
-    tar_stream: R,
-    dest: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
-    let root =
-        File::open(dest).with_context(|| format!("opening layer directory {}", dest.display()))?;
-    let meta = root
-        .metadata()
-        .with_context(|| format!("inspecting layer directory {}", dest.display()))?;
+pub fn extract_layer<R: Read>(tar_stream: R, dest: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    let root = File::open(dest).with_context(|| format!("opening layer directory {}", dest.display()))?;
+    let meta = root.metadata().with_context(|| format!("inspecting layer directory {}", dest.display()))?;
     if !meta.is_dir() {
         anyhow::bail!("layer directory {} is not a directory", dest.display());
     }
@@ -135,15 +125,11 @@ struct Cx {
 
 impl Cx {
     fn new(name: &str) -> Cx {
-        Cx {
-            prefix: format!("layer entry {name:?}"),
-        }
+        Cx { prefix: format!("layer entry {name:?}") }
     }
 
     fn sub(&self, what: impl std::fmt::Display) -> Cx {
-        Cx {
-            prefix: format!("{}: {}", self.prefix, what),
-        }
+        Cx { prefix: format!("{}: {}", self.prefix, what) }
     }
 
     /// A policy refusal: one message naming the entry.
@@ -152,11 +138,7 @@ impl Cx {
     }
 
     /// A failed system call while doing `what`.
-    fn sys(
-        &self,
-        e: impl std::error::Error + Send + Sync + 'static,
-        what: impl std::fmt::Display,
-    ) -> anyhow::Error {
+    fn sys(&self, e: impl std::error::Error + Send + Sync + 'static, what: impl std::fmt::Display) -> anyhow::Error {
         anyhow::Error::new(e).context(format!("{}: {}", self.prefix, what))
     }
 }
@@ -213,10 +195,7 @@ impl Extractor {
         let Some((last, parents)) = comps.split_last() else {
             // The layer root itself ("./", "/", ".").
             if !is_dir {
-                return Err(cx.refuse(format!(
-                    "the layer root can only be a directory, not {}",
-                    type_name(kind)
-                )));
+                return Err(cx.refuse(format!("the layer root can only be a directory, not {}", type_name(kind))));
             }
             self.apply_xattrs(&cx, self.root.as_raw_fd(), &meta, false)?;
             self.defer_dir(Vec::new(), &meta);
@@ -231,10 +210,7 @@ impl Extractor {
             return Ok(name);
         }
         if let Some(p) = parents.iter().find(|c| c.starts_with(WHITEOUT_PREFIX)) {
-            return Err(cx.refuse(format!(
-                "whiteout name {:?} used as a directory",
-                String::from_utf8_lossy(p)
-            )));
+            return Err(cx.refuse(format!("whiteout name {:?} used as a directory", String::from_utf8_lossy(p))));
         }
         if *last == WHITEOUT_OPAQUE {
             let dir = self.open_dir(&cx, parents, true)?;
@@ -249,14 +225,8 @@ impl Extractor {
             let parent = self.open_dir(&cx, parents, true)?;
             let key = join_key(parents, hidden);
             self.remove_any(&cx, parent.as_raw_fd(), hidden, &key)?;
-            mknodat(
-                Some(parent.as_raw_fd()),
-                hidden,
-                SFlag::S_IFCHR,
-                Mode::empty(),
-                0,
-            )
-            .map_err(|e| cx.sys(e, "creating the overlay whiteout (char 0/0)"))?;
+            mknodat(Some(parent.as_raw_fd()), hidden, SFlag::S_IFCHR, Mode::empty(), 0)
+                .map_err(|e| cx.sys(e, "creating the overlay whiteout (char 0/0)"))?;
             return Ok(name);
         }
 
@@ -296,8 +266,7 @@ impl Extractor {
     ) -> Result<()> {
         let parent = self.open_dir(cx, parents, true)?;
         let pfd = parent.as_raw_fd();
-        let flags =
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
         let mode = Mode::from_bits_truncate(0o600);
         let fd = match openat_owned(pfd, last, flags, mode) {
             Err(Errno::EEXIST) => {
@@ -318,14 +287,11 @@ impl Extractor {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(cx.sys(e, "reading file data from the layer")),
             };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| cx.sys(e, "writing file data"))?;
+            file.write_all(&self.buf[..n]).map_err(|e| cx.sys(e, "writing file data"))?;
             copied += n as u64;
         }
         if copied != expected {
-            return Err(cx.refuse(format!(
-                "layer tar is truncated: file data ends after {copied} of {expected} bytes"
-            )));
+            return Err(cx.refuse(format!("layer tar is truncated: file data ends after {copied} of {expected} bytes")));
         }
         self.stats.bytes += copied;
 
@@ -339,14 +305,7 @@ impl Extractor {
         Ok(())
     }
 
-    fn directory(
-        &mut self,
-        cx: &Cx,
-        parents: &[&[u8]],
-        last: &[u8],
-        key: Vec<u8>,
-        meta: &Meta,
-    ) -> Result<()> {
+    fn directory(&mut self, cx: &Cx, parents: &[&[u8]], last: &[u8], key: Vec<u8>, meta: &Meta) -> Result<()> {
         let parent = self.open_dir(cx, parents, true)?;
         let pfd = parent.as_raw_fd();
         let mode = Mode::from_bits_truncate(0o755);
@@ -357,15 +316,14 @@ impl Extractor {
                     .map_err(|e| cx.sys(e, "inspecting the existing entry"))?;
                 if !is_type(&st, SFlag::S_IFDIR) {
                     self.remove_any(cx, pfd, last, &key)?;
-                    mkdirat(Some(pfd), last, mode)
-                        .map_err(|e| cx.sys(e, "creating the directory"))?;
+                    mkdirat(Some(pfd), last, mode).map_err(|e| cx.sys(e, "creating the directory"))?;
                 }
             }
             Err(e) => return Err(cx.sys(e, "creating the directory")),
         }
         if meta.xattrs.iter().any(|(n, _)| n.starts_with(b"user.")) {
-            let fd = openat_owned(pfd, last, dir_flags(), Mode::empty())
-                .map_err(|e| cx.sys(e, "opening the directory"))?;
+            let fd =
+                openat_owned(pfd, last, dir_flags(), Mode::empty()).map_err(|e| cx.sys(e, "opening the directory"))?;
             self.apply_xattrs(cx, fd.as_raw_fd(), meta, false)?;
         }
         self.defer_dir(key, meta);
@@ -381,9 +339,7 @@ impl Extractor {
         target: Option<Vec<u8>>,
         meta: &Meta,
     ) -> Result<()> {
-        let target = target
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| cx.refuse("symlink without a target"))?;
+        let target = target.filter(|t| !t.is_empty()).ok_or_else(|| cx.refuse("symlink without a target"))?;
         if target.contains(&0) {
             return Err(cx.refuse("symlink target contains a NUL byte"));
         }
@@ -400,35 +356,22 @@ impl Extractor {
         if self.opts.ownership == Ownership::Keep {
             match ids(meta.uid, meta.gid) {
                 None => self.stats.unmapped_owners += 1,
-                Some((u, g)) => match fchownat(
-                    Some(pfd),
-                    last,
-                    Some(u),
-                    Some(g),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                ) {
+                Some((u, g)) => match fchownat(Some(pfd), last, Some(u), Some(g), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(()) => {}
                     Err(Errno::EINVAL) => self.stats.unmapped_owners += 1,
                     Err(e) => return Err(cx.sys(e, "setting the symlink owner")),
                 },
             }
         }
-        utimensat(
-            Some(pfd),
-            last,
-            &meta.atime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| cx.sys(e, "setting the symlink times"))?;
+        utimensat(Some(pfd), last, &meta.atime, &meta.mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| cx.sys(e, "setting the symlink times"))?;
         Ok(())
     }
 
     fn hardlink(&mut self, cx: &Cx, comps: &[&[u8]], target: Option<Vec<u8>>) -> Result<()> {
         let target = target.ok_or_else(|| cx.refuse("hardlink without a target"))?;
         let tname = String::from_utf8_lossy(&target).into_owned();
-        let tcomps =
-            normalize(&target).map_err(|m| cx.refuse(format!("hardlink target {tname:?}: {m}")))?;
+        let tcomps = normalize(&target).map_err(|m| cx.refuse(format!("hardlink target {tname:?}: {m}")))?;
         let Some((tlast, tparents)) = tcomps.split_last() else {
             return Err(cx.refuse("hardlink to the layer root"));
         };
@@ -436,18 +379,12 @@ impl Extractor {
             return Ok(()); // a link to itself: nothing to do
         }
         let (last, parents) = comps.split_last().expect("caller handles the root");
-        let tdir = self.open_dir(
-            &cx.sub(format!("hardlink target {tname:?}")),
-            tparents,
-            false,
-        )?;
+        let tdir = self.open_dir(&cx.sub(format!("hardlink target {tname:?}")), tparents, false)?;
         let tfd = tdir.as_raw_fd();
         let tst = match fstatat(Some(tfd), *tlast, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => {
-                return Err(cx.refuse(format!(
-                    "hardlink target {tname:?} does not exist in the layer"
-                )))
+                return Err(cx.refuse(format!("hardlink target {tname:?} does not exist in the layer")))
             }
             Err(e) => return Err(cx.sys(e, format!("inspecting hardlink target {tname:?}"))),
         };
@@ -478,14 +415,7 @@ impl Extractor {
         Ok(())
     }
 
-    fn fifo(
-        &mut self,
-        cx: &Cx,
-        parents: &[&[u8]],
-        last: &[u8],
-        key: &[u8],
-        meta: &Meta,
-    ) -> Result<()> {
+    fn fifo(&mut self, cx: &Cx, parents: &[&[u8]], last: &[u8], key: &[u8], meta: &Meta) -> Result<()> {
         let parent = self.open_dir(cx, parents, true)?;
         let pfd = parent.as_raw_fd();
         let mode = Mode::from_bits_truncate(0o600);
@@ -499,8 +429,7 @@ impl Extractor {
         .map_err(|e| cx.sys(e, "creating the fifo"))?;
         // O_NONBLOCK: opening a fifo for reading does not wait for a writer.
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat_owned(pfd, last, flags, Mode::empty())
-            .map_err(|e| cx.sys(e, "opening the fifo"))?;
+        let fd = openat_owned(pfd, last, flags, Mode::empty()).map_err(|e| cx.sys(e, "opening the fifo"))?;
         let fd = fd.as_raw_fd();
         let st = fstat(fd).map_err(|e| cx.sys(e, "inspecting the fifo"))?;
         if !is_type(&st, SFlag::S_IFIFO) {
@@ -519,17 +448,12 @@ impl Extractor {
         for (key, m) in deferred.into_iter().rev() {
             let name = String::from_utf8_lossy(&key).into_owned();
             let cx = Cx::new(&name);
-            let comps: Vec<&[u8]> = if key.is_empty() {
-                Vec::new()
-            } else {
-                key.split(|&b| b == b'/').collect()
-            };
+            let comps: Vec<&[u8]> = if key.is_empty() { Vec::new() } else { key.split(|&b| b == b'/').collect() };
             let fd = self.open_dir(&cx, &comps, false)?;
             let fd = fd.as_raw_fd();
             self.chown_fd(&cx, fd, m.uid, m.gid)?;
             fchmod(fd, self.mode(m.mode)).map_err(|e| cx.sys(e, "setting the directory mode"))?;
-            futimens(fd, &m.atime, &m.mtime)
-                .map_err(|e| cx.sys(e, "setting the directory times"))?;
+            futimens(fd, &m.atime, &m.mtime).map_err(|e| cx.sys(e, "setting the directory times"))?;
             self.cache = None; // keep at most one extra descriptor open
         }
         Ok(())
@@ -538,13 +462,7 @@ impl Extractor {
     fn defer_dir(&mut self, key: Vec<u8>, meta: &Meta) {
         self.deferred.insert(
             key,
-            DirMeta {
-                mode: meta.mode,
-                uid: meta.uid,
-                gid: meta.gid,
-                atime: meta.atime,
-                mtime: meta.mtime,
-            },
+            DirMeta { mode: meta.mode, uid: meta.uid, gid: meta.gid, atime: meta.atime, mtime: meta.mtime },
         );
     }
 
@@ -596,10 +514,9 @@ impl Extractor {
                 None => name.clone(),
             };
             let shown = String::from_utf8_lossy(name);
-            let cname = CString::new(stored)
-                .map_err(|_| cx.refuse(format!("xattr name {shown:?} contains a NUL byte")))?;
-            fsetxattr(fd, &cname, value)
-                .map_err(|e| cx.sys(e, format!("setting xattr {shown:?}")))?;
+            let cname =
+                CString::new(stored).map_err(|_| cx.refuse(format!("xattr name {shown:?} contains a NUL byte")))?;
+            fsetxattr(fd, &cname, value).map_err(|e| cx.sys(e, format!("setting xattr {shown:?}")))?;
         }
         Ok(())
     }
@@ -617,8 +534,7 @@ impl Extractor {
             // Descriptors of the tree's directories must not be reused.
             self.cache = None;
             self.forget_deferred(key);
-            remove_tree(pfd, name)
-                .map_err(|e| cx.sys(e, format!("removing directory {shown:?} to replace it")))?;
+            remove_tree(pfd, name).map_err(|e| cx.sys(e, format!("removing directory {shown:?} to replace it")))?;
         } else {
             match unlinkat(Some(pfd), name, UnlinkatFlags::NoRemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => {}
@@ -661,16 +577,9 @@ impl Extractor {
         Ok(fd)
     }
 
-    fn open_dir_uncached(
-        &mut self,
-        cx: &Cx,
-        comps: &[&[u8]],
-        key: &[u8],
-        create: bool,
-    ) -> Result<OwnedFd> {
+    fn open_dir_uncached(&mut self, cx: &Cx, comps: &[&[u8]], key: &[u8], create: bool) -> Result<OwnedFd> {
         if self.use_openat2 {
-            let resolve =
-                libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+            let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
             match openat2(self.root.as_raw_fd(), key, dir_flags(), resolve) {
                 Ok(fd) => return Ok(fd),
                 Err(Errno::ENOSYS) | Err(Errno::EPERM) => self.use_openat2 = false,
@@ -681,9 +590,7 @@ impl Extractor {
         }
         let mut cur: Option<OwnedFd> = None;
         for (i, c) in comps.iter().enumerate() {
-            let at = cur
-                .as_ref()
-                .map_or(self.root.as_raw_fd(), |f| f.as_raw_fd());
+            let at = cur.as_ref().map_or(self.root.as_raw_fd(), |f| f.as_raw_fd());
             let next = match openat_owned(at, c, dir_flags(), Mode::empty()) {
                 Ok(fd) => fd,
                 Err(open_err) => {
@@ -693,38 +600,23 @@ impl Extractor {
                             return Err(cx.refuse(format!("parent {:?} is a symlink", shown())))
                         }
                         Ok(st) if !is_type(&st, SFlag::S_IFDIR) => {
-                            return Err(
-                                cx.refuse(format!("parent {:?} is not a directory", shown()))
-                            )
+                            return Err(cx.refuse(format!("parent {:?} is not a directory", shown())))
                         }
-                        Ok(_) => {
-                            return Err(cx.sys(open_err, format!("opening directory {:?}", shown())))
-                        }
+                        Ok(_) => return Err(cx.sys(open_err, format!("opening directory {:?}", shown()))),
                         Err(Errno::ENOENT) if create => {
                             match mkdirat(Some(at), *c, Mode::from_bits_truncate(0o755)) {
                                 Ok(()) | Err(Errno::EEXIST) => {}
-                                Err(e) => {
-                                    return Err(cx.sys(
-                                        e,
-                                        format!("creating parent directory {:?}", shown()),
-                                    ))
-                                }
+                                Err(e) => return Err(cx.sys(e, format!("creating parent directory {:?}", shown()))),
                             }
-                            let fd =
-                                openat_owned(at, c, dir_flags(), Mode::empty()).map_err(|e| {
-                                    cx.sys(e, format!("opening parent directory {:?}", shown()))
-                                })?;
+                            let fd = openat_owned(at, c, dir_flags(), Mode::empty())
+                                .map_err(|e| cx.sys(e, format!("opening parent directory {:?}", shown())))?;
                             // Exactly 0755 whatever the umask.
-                            fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o755)).map_err(
-                                |e| cx.sys(e, format!("setting the mode of {:?}", shown())),
-                            )?;
+                            fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o755))
+                                .map_err(|e| cx.sys(e, format!("setting the mode of {:?}", shown())))?;
                             fd
                         }
                         Err(Errno::ENOENT) => {
-                            return Err(cx.refuse(format!(
-                                "parent {:?} does not exist in the layer",
-                                shown()
-                            )))
+                            return Err(cx.refuse(format!("parent {:?} does not exist in the layer", shown())))
                         }
                         Err(e) => return Err(cx.sys(e, format!("inspecting parent {:?}", shown()))),
                     }
@@ -807,14 +699,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
         }
     }
     let mtime = mtime.unwrap_or(hdr_mtime);
-    Ok(Meta {
-        mode,
-        uid,
-        gid,
-        atime: atime.unwrap_or(mtime),
-        mtime,
-        xattrs,
-    })
+    Ok(Meta { mode, uid, gid, atime: atime.unwrap_or(mtime), mtime, xattrs })
 }
 
 /// Parse a PAX time ("1700000000", "1700000000.123456789", "-1.5").
@@ -825,10 +710,7 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
         None => (false, s),
     };
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let secs: i64 = int.parse().ok()?;
@@ -936,22 +818,12 @@ mod tests {
     }
 
     fn me() -> (u64, u64) {
-        (
-            nix::unistd::geteuid().as_raw().into(),
-            nix::unistd::getegid().as_raw().into(),
-        )
+        (nix::unistd::geteuid().as_raw().into(), nix::unistd::getegid().as_raw().into())
     }
 
     /// Keep ownership when we may chown (root, as in CI), else Ignore.
     fn opts() -> ExtractOptions {
-        ExtractOptions {
-            ownership: if is_root() {
-                Ownership::Keep
-            } else {
-                Ownership::Ignore
-            },
-            strip_setid: false,
-        }
+        ExtractOptions { ownership: if is_root() { Ownership::Keep } else { Ownership::Ignore }, strip_setid: false }
     }
 
     struct TempDir(PathBuf);
@@ -1000,16 +872,11 @@ mod tests {
 
     impl Tar {
         fn new() -> Tar {
-            Tar {
-                b: tar::Builder::new(Vec::new()),
-            }
+            Tar { b: tar::Builder::new(Vec::new()) }
         }
 
         fn header(ty: EntryType, name: &[u8], link: &[u8], mode: u32, size: u64) -> Header {
-            assert!(
-                name.len() <= 100 && link.len() <= 100,
-                "use gnu_long_name / pax for long names"
-            );
+            assert!(name.len() <= 100 && link.len() <= 100, "use gnu_long_name / pax for long names");
             let mut h = Header::new_gnu();
             h.set_entry_type(ty);
             h.set_mode(mode);
@@ -1037,50 +904,23 @@ mod tests {
         }
 
         fn file_b(&mut self, name: &[u8], mode: u32, data: &[u8]) {
-            self.raw(
-                Self::header(EntryType::Regular, name, b"", mode, data.len() as u64),
-                data,
-            )
+            self.raw(Self::header(EntryType::Regular, name, b"", mode, data.len() as u64), data)
         }
 
         fn dir(&mut self, name: &str, mode: u32) {
-            self.raw(
-                Self::header(EntryType::Directory, name.as_bytes(), b"", mode, 0),
-                b"",
-            )
+            self.raw(Self::header(EntryType::Directory, name.as_bytes(), b"", mode, 0), b"")
         }
 
         fn symlink(&mut self, name: &str, target: &str) {
-            self.raw(
-                Self::header(
-                    EntryType::Symlink,
-                    name.as_bytes(),
-                    target.as_bytes(),
-                    0o777,
-                    0,
-                ),
-                b"",
-            )
+            self.raw(Self::header(EntryType::Symlink, name.as_bytes(), target.as_bytes(), 0o777, 0), b"")
         }
 
         fn hardlink(&mut self, name: &str, target: &str) {
-            self.raw(
-                Self::header(
-                    EntryType::Link,
-                    name.as_bytes(),
-                    target.as_bytes(),
-                    0o777,
-                    0,
-                ),
-                b"",
-            )
+            self.raw(Self::header(EntryType::Link, name.as_bytes(), target.as_bytes(), 0o777, 0), b"")
         }
 
         fn fifo(&mut self, name: &str, mode: u32) {
-            self.raw(
-                Self::header(EntryType::Fifo, name.as_bytes(), b"", mode, 0),
-                b"",
-            )
+            self.raw(Self::header(EntryType::Fifo, name.as_bytes(), b"", mode, 0), b"")
         }
 
         fn device(&mut self, ty: EntryType, name: &str, major: u32, minor: u32) {
@@ -1103,32 +943,14 @@ mod tests {
                 data.extend_from_slice(v);
                 data.push(b'\n');
             }
-            self.raw(
-                Self::header(
-                    EntryType::XHeader,
-                    b"PaxHeaders.0/x",
-                    b"",
-                    0o644,
-                    data.len() as u64,
-                ),
-                &data,
-            )
+            self.raw(Self::header(EntryType::XHeader, b"PaxHeaders.0/x", b"", 0o644, data.len() as u64), &data)
         }
 
         /// A GNU long name ('L') member naming the next member.
         fn gnu_long_name(&mut self, name: &[u8]) {
             let mut data = name.to_vec();
             data.push(0);
-            self.raw(
-                Self::header(
-                    EntryType::GNULongName,
-                    b"././@LongLink",
-                    b"",
-                    0o644,
-                    data.len() as u64,
-                ),
-                &data,
-            )
+            self.raw(Self::header(EntryType::GNULongName, b"././@LongLink", b"", 0o644, data.len() as u64), &data)
         }
 
         fn build(self) -> Vec<u8> {
@@ -1145,9 +967,7 @@ mod tests {
         let cn = CString::new(name).unwrap();
         let mut buf = vec![0u8; 4096];
         // SAFETY: both strings are NUL-terminated and `buf` has `buf.len()` writable bytes.
-        let n = unsafe {
-            libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             return None;
         }
@@ -1179,11 +999,7 @@ mod tests {
             } else {
                 String::new()
             };
-            let opaque = if ft.is_dir() || ft.is_file() {
-                getxattr(p, "user.overlay.opaque")
-            } else {
-                None
-            };
+            let opaque = if ft.is_dir() || ft.is_file() { getxattr(p, "user.overlay.opaque") } else { None };
             out.insert(
                 p.strip_prefix(root).unwrap().display().to_string(),
                 format!(
@@ -1221,8 +1037,7 @@ mod tests {
             let v = top.path().join("victim");
             std::fs::create_dir(&v).unwrap();
             std::fs::write(v.join("secret"), b"secret data").unwrap();
-            std::fs::set_permissions(v.join("secret"), std::fs::Permissions::from_mode(0o600))
-                .unwrap();
+            std::fs::set_permissions(v.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
             std::fs::create_dir(v.join("sub")).unwrap();
             std::fs::write(v.join("sub/file"), b"more").unwrap();
             let before = snapshot(&v);
@@ -1236,11 +1051,7 @@ mod tests {
         }
         /// The victim path without its leading '/', as an absolute tar name would be after stripping.
         fn victim_rel(&self) -> String {
-            self.victim()
-                .to_str()
-                .unwrap()
-                .trim_start_matches('/')
-                .to_string()
+            self.victim().to_str().unwrap().trim_start_matches('/').to_string()
         }
         fn run(&self, t: Tar, o: &ExtractOptions) -> Result<ExtractStats> {
             let r = extract(&t.build(), &self.dest(), o);
@@ -1248,21 +1059,11 @@ mod tests {
             r
         }
         fn assert_victim_unchanged(&self) {
-            assert_eq!(
-                snapshot(&self.victim()),
-                self.before,
-                "the victim outside the layer changed"
-            );
-            let mut names: Vec<_> = std::fs::read_dir(self.top.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
+            assert_eq!(snapshot(&self.victim()), self.before, "the victim outside the layer changed");
+            let mut names: Vec<_> =
+                std::fs::read_dir(self.top.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             names.sort();
-            assert_eq!(
-                names,
-                ["dest", "victim"],
-                "something was created beside the layer dir"
-            );
+            assert_eq!(names, ["dest", "victim"], "something was created beside the layer dir");
         }
     }
 
@@ -1273,10 +1074,7 @@ mod tests {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                assert!(
-                    msg.contains(needle),
-                    "error {msg:?} does not contain {needle:?}"
-                );
+                assert!(msg.contains(needle), "error {msg:?} does not contain {needle:?}");
                 msg
             }
         }
@@ -1289,18 +1087,11 @@ mod tests {
         let c = Case::new();
         let mut t = Tar::new();
         t.file(&format!("/{}/pwned", c.victim_rel()), 0o644, b"pwned");
-        t.file(
-            &format!("/{}/secret", c.victim_rel()),
-            0o644,
-            b"overwritten?",
-        );
+        t.file(&format!("/{}/secret", c.victim_rel()), 0o644, b"overwritten?");
         c.run(t, &opts()).unwrap();
         let inside = c.dest().join(c.victim_rel());
         assert_eq!(std::fs::read(inside.join("pwned")).unwrap(), b"pwned");
-        assert_eq!(
-            std::fs::read(inside.join("secret")).unwrap(),
-            b"overwritten?"
-        );
+        assert_eq!(std::fs::read(inside.join("secret")).unwrap(), b"overwritten?");
     }
 
     #[test]
@@ -1309,10 +1100,7 @@ mod tests {
         let mut t = Tar::new();
         t.file("../victim/pwned", 0o644, b"pwned");
         let msg = expect_err(c.run(t, &opts()), "path escapes the layer");
-        assert!(
-            msg.contains(r#"layer entry "../victim/pwned": path escapes the layer"#),
-            "{msg}"
-        );
+        assert!(msg.contains(r#"layer entry "../victim/pwned": path escapes the layer"#), "{msg}");
     }
 
     #[test]
@@ -1371,10 +1159,7 @@ mod tests {
         t.hardlink("passwd", "/etc/passwd");
         expect_err(c.run(t, &opts()), "does not exist in the layer");
         let after = lstat(Path::new("/etc/passwd"));
-        assert_eq!(
-            (before.nlink(), before.mode(), before.uid()),
-            (after.nlink(), after.mode(), after.uid())
-        );
+        assert_eq!((before.nlink(), before.mode(), before.uid()), (after.nlink(), after.mode(), after.uid()));
         // An absolute target naming the victim resolves inside the layer too.
         let c = Case::new();
         let mut t = Tar::new();
@@ -1446,9 +1231,7 @@ mod tests {
     #[test]
     fn attack_symlink_then_file_of_same_name() {
         // tar-rs issue #129: the file must replace the symlink, not write through it.
-        for target in [c_abs_secret as fn(&Case) -> String, |_c: &Case| {
-            "../victim/secret".to_string()
-        }] {
+        for target in [c_abs_secret as fn(&Case) -> String, |_c: &Case| "../victim/secret".to_string()] {
             let c = Case::new();
             let mut t = Tar::new();
             t.symlink("s", &target(&c));
@@ -1496,10 +1279,7 @@ mod tests {
         let mut t = Tar::new();
         t.pax(&[("path", b"../victim/pwned")]);
         t.file("innocent", 0o644, b"pwned");
-        expect_err(
-            c.run(t, &opts()),
-            r#"layer entry "../victim/pwned": path escapes the layer"#,
-        );
+        expect_err(c.run(t, &opts()), r#"layer entry "../victim/pwned": path escapes the layer"#);
         assert!(!exists(&c.dest().join("innocent")));
         // PAX linkpath of a hardlink.
         let c = Case::new();
@@ -1556,10 +1336,7 @@ mod tests {
         t.dir("shared/", 0o2775);
         t.file("bin/both", 0o6711, b"x");
         t.fifo("bin/fifo", 0o4644);
-        let o = ExtractOptions {
-            strip_setid: true,
-            ..opts()
-        };
+        let o = ExtractOptions { strip_setid: true, ..opts() };
         c.run(t, &o).unwrap();
         let d = c.dest();
         assert_eq!(mode(&d.join("bin/su")), 0o755);
@@ -1627,19 +1404,10 @@ mod tests {
         let d = dest.path();
         assert_eq!(stats.entries, 9);
         assert_eq!(stats.bytes, 20 + big.len() as u64);
-        assert_eq!(
-            std::fs::read(d.join("etc/hosts")).unwrap(),
-            b"127.0.0.1 localhost\n"
-        );
+        assert_eq!(std::fs::read(d.join("etc/hosts")).unwrap(), b"127.0.0.1 localhost\n");
         assert_eq!(mode(&d.join("etc/hosts")), 0o644);
-        assert_eq!(
-            std::fs::read_link(d.join("etc/dangling")).unwrap(),
-            Path::new("../nowhere/../x")
-        );
-        assert_eq!(
-            std::fs::read_link(d.join("abs")).unwrap(),
-            Path::new("/etc/passwd")
-        );
+        assert_eq!(std::fs::read_link(d.join("etc/dangling")).unwrap(), Path::new("../nowhere/../x"));
+        assert_eq!(std::fs::read_link(d.join("abs")).unwrap(), Path::new("/etc/passwd"));
         let ino = lstat(&d.join("etc/hosts")).ino();
         assert_eq!(lstat(&d.join("etc/hosts2")).ino(), ino);
         assert_eq!(lstat(&d.join("h3")).ino(), ino);
@@ -1675,20 +1443,10 @@ mod tests {
         assert_eq!(getxattr(&f, "trusted.evil"), None);
         assert_eq!(getxattr(&f, "trusted.overlay.opaque"), None);
         assert_eq!(getxattr(&f, "security.evil"), None);
-        assert_eq!(
-            getxattr(&f, "user.overlay.opaque"),
-            None,
-            "the layer must not steer overlayfs"
-        );
-        assert_eq!(
-            getxattr(&f, "user.overlay.overlay.opaque").as_deref(),
-            Some(&b"y"[..])
-        );
+        assert_eq!(getxattr(&f, "user.overlay.opaque"), None, "the layer must not steer overlayfs");
+        assert_eq!(getxattr(&f, "user.overlay.overlay.opaque").as_deref(), Some(&b"y"[..]));
         assert_eq!(mode(&f), 0o444);
-        assert_eq!(
-            getxattr(&dest.path().join("d"), "user.dirattr").as_deref(),
-            Some(&b"1"[..])
-        );
+        assert_eq!(getxattr(&dest.path().join("d"), "user.dirattr").as_deref(), Some(&b"1"[..]));
         assert_eq!(mode(&dest.path().join("d")), 0o555);
     }
 
@@ -1700,10 +1458,7 @@ mod tests {
         let mut t = Tar::new();
         t.gnu_long_name(long.as_bytes());
         t.file("ignored-short-name", 0o644, b"long");
-        t.pax(&[
-            ("path", "données/日本語.txt".as_bytes()),
-            ("mtime", b"1700000000.5"),
-        ]);
+        t.pax(&[("path", "données/日本語.txt".as_bytes()), ("mtime", b"1700000000.5")]);
         t.file("x", 0o644, b"pax");
         t.pax(&[("linkpath", long_target.as_bytes())]);
         t.symlink("longlink", "short");
@@ -1718,14 +1473,8 @@ mod tests {
         assert_eq!(std::fs::read(&uni).unwrap(), b"pax");
         assert_eq!(lstat(&uni).mtime(), 1_700_000_000);
         assert_eq!(lstat(&uni).mtime_nsec(), 500_000_000);
-        assert_eq!(
-            std::fs::read_link(d.join("longlink")).unwrap(),
-            Path::new(&long_target)
-        );
-        assert_eq!(
-            std::fs::read(d.join(OsStr::from_bytes(b"bin\xff\xfe"))).unwrap(),
-            b"latin"
-        );
+        assert_eq!(std::fs::read_link(d.join("longlink")).unwrap(), Path::new(&long_target));
+        assert_eq!(std::fs::read(d.join(OsStr::from_bytes(b"bin\xff\xfe"))).unwrap(), b"latin");
         assert_eq!(std::fs::read(d.join("a/c/d")).unwrap(), b"norm");
         assert!(!exists(&d.join("a/b")));
     }
@@ -1764,14 +1513,8 @@ mod tests {
         t.dir("new/dir/", 0o700); // an explicit entry afterwards keeps the dir and the mark
         extract(&t.build(), dest.path(), &opts()).unwrap();
         let d = dest.path();
-        assert_eq!(
-            getxattr(&d.join("o"), "user.overlay.opaque").as_deref(),
-            Some(&b"y"[..])
-        );
-        assert_eq!(
-            getxattr(&d.join("new/dir"), "user.overlay.opaque").as_deref(),
-            Some(&b"y"[..])
-        );
+        assert_eq!(getxattr(&d.join("o"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(getxattr(&d.join("new/dir"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
         assert_eq!(std::fs::read(d.join("o/keep")).unwrap(), b"kept");
         assert!(!exists(&d.join("o/.wh..wh..opq")));
         assert_eq!(mode(&d.join("o")), 0o750);
@@ -1804,10 +1547,7 @@ mod tests {
         assert_eq!(std::fs::read(d.join("f")).unwrap(), b"two");
         assert_eq!(mode(&d.join("f")), 0o640);
         assert_eq!(std::fs::read(d.join("d")).unwrap(), b"file now");
-        assert_eq!(
-            std::fs::read_link(d.join("s")).unwrap(),
-            Path::new("target")
-        );
+        assert_eq!(std::fs::read_link(d.join("s")).unwrap(), Path::new("target"));
         assert!(lstat(&d.join("l")).is_dir());
         assert_eq!(mode(&d.join("l")), 0o711);
         assert!(lstat(&d.join("p")).file_type().is_fifo());
@@ -1864,10 +1604,7 @@ mod tests {
         let dest = TempDir::new("root");
         let mut t = Tar::new();
         t.file("", 0o644, b"");
-        expect_err(
-            extract(&t.build(), dest.path(), &opts()),
-            "the layer root can only be a directory",
-        );
+        expect_err(extract(&t.build(), dest.path(), &opts()), "the layer root can only be a directory");
     }
 
     #[test]
@@ -1884,13 +1621,7 @@ mod tests {
             (EntryType::Symlink, b"s", 0o777),
             (EntryType::Fifo, b"p", 0o640),
         ] {
-            let mut h = Tar::header(
-                ty,
-                name,
-                if ty == EntryType::Symlink { b"f" } else { b"" },
-                mode,
-                0,
-            );
+            let mut h = Tar::header(ty, name, if ty == EntryType::Symlink { b"f" } else { b"" }, mode, 0);
             h.set_uid(1234);
             h.set_gid(5678);
             t.raw(h, b"");
@@ -1907,11 +1638,7 @@ mod tests {
             let m = lstat(&dest.path().join(p));
             assert_eq!((m.uid(), m.gid()), expected, "{p}");
         }
-        assert_eq!(
-            mode(&dest.path().join("f")),
-            0o4755,
-            "setuid survives the chown"
-        );
+        assert_eq!(mode(&dest.path().join("f")), 0o4755, "setuid survives the chown");
         assert_eq!(mode(&dest.path().join("d")), 0o2755);
     }
 
@@ -1932,10 +1659,7 @@ mod tests {
         let mut h = Tar::header(EntryType::Regular, b"f", b"", 0o644, 0);
         h.set_uid(4321);
         t.raw(h, b"");
-        let o = ExtractOptions {
-            ownership: Ownership::Ignore,
-            strip_setid: false,
-        };
+        let o = ExtractOptions { ownership: Ownership::Ignore, strip_setid: false };
         let stats = extract(&t.build(), dest.path(), &o).unwrap();
         assert_eq!(stats.unmapped_owners, 0);
         assert_eq!(lstat(&dest.path().join("f")).uid(), me().0 as u32);
@@ -1963,44 +1687,23 @@ mod tests {
         let mut t = Tar::new();
         t.file("f", 0o644, &[7u8; 5000]);
         let data = t.build();
-        expect_err(
-            extract(&data[..512 + 1000], dest.path(), &opts()),
-            "truncated",
-        );
+        expect_err(extract(&data[..512 + 1000], dest.path(), &opts()), "truncated");
         // GNU sparse and unknown types are refused with their type.
         let dest = TempDir::new("sparse");
         let mut t = Tar::new();
         let mut h = Tar::header(EntryType::GNUSparse, b"sparse", b"", 0o644, 0);
         h.as_gnu_mut().unwrap().set_real_size(0);
         t.raw(h, b"");
-        expect_err(
-            extract(&t.build(), dest.path(), &opts()),
-            "unsupported entry type GNU sparse",
-        );
+        expect_err(extract(&t.build(), dest.path(), &opts()), "unsupported entry type GNU sparse");
         let dest = TempDir::new("other");
         let mut t = Tar::new();
-        t.raw(
-            Tar::header(EntryType::new(b'V'), b"volume", b"", 0o644, 0),
-            b"",
-        );
-        expect_err(
-            extract(&t.build(), dest.path(), &opts()),
-            "unsupported entry type",
-        );
+        t.raw(Tar::header(EntryType::new(b'V'), b"volume", b"", 0o644, 0), b"");
+        expect_err(extract(&t.build(), dest.path(), &opts()), "unsupported entry type");
         // A global PAX header is skipped; the end-of-archive is not read past.
         let dest = TempDir::new("trailer");
         let mut t = Tar::new();
         let g = b"20 comment=hello!!\n".to_vec();
-        t.raw(
-            Tar::header(
-                EntryType::XGlobalHeader,
-                b"pax_global_header",
-                b"",
-                0o644,
-                g.len() as u64,
-            ),
-            &g,
-        );
+        t.raw(Tar::header(EntryType::XGlobalHeader, b"pax_global_header", b"", 0o644, g.len() as u64), &g);
         t.file("f", 0o644, b"x");
         let mut data = t.build();
         data.extend_from_slice(b"TRAILER");
@@ -2027,10 +1730,7 @@ mod tests {
 
     #[test]
     fn normalize_rules() {
-        assert_eq!(
-            normalize(b"./a//b/./c/").unwrap(),
-            vec![&b"a"[..], b"b", b"c"]
-        );
+        assert_eq!(normalize(b"./a//b/./c/").unwrap(), vec![&b"a"[..], b"b", b"c"]);
         assert_eq!(normalize(b"/abs").unwrap(), vec![&b"abs"[..]]);
         assert!(normalize(b"./").unwrap().is_empty());
         assert!(normalize(b"").unwrap().is_empty());
@@ -2038,14 +1738,8 @@ mod tests {
         assert!(normalize(b"a/../..").is_err());
         assert!(normalize(b"/..").is_err());
         assert!(normalize(b"a\0b").is_err());
-        assert_eq!(
-            parse_pax_time(b"-1.25"),
-            Some(TimeSpec::new(-2, 750_000_000))
-        );
-        assert_eq!(
-            parse_pax_time(b"12.000000001999"),
-            Some(TimeSpec::new(12, 1))
-        );
+        assert_eq!(parse_pax_time(b"-1.25"), Some(TimeSpec::new(-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"12.000000001999"), Some(TimeSpec::new(12, 1)));
         assert_eq!(parse_pax_time(b"x"), None);
     }
 }

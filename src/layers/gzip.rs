@@ -103,10 +103,8 @@ impl<R: BufRead> Read for GzipReader<R> {
                     let input = self.inner.fill_buf()?;
                     let eof = input.is_empty();
                     let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
-                    let status = self
-                        .inflate
-                        .decompress(input, out, FlushDecompress::None)
-                        .map_err(|e| bad(&e.to_string()))?;
+                    let status =
+                        self.inflate.decompress(input, out, FlushDecompress::None).map_err(|e| bad(&e.to_string()))?;
                     let used = (self.inflate.total_in() - in_before) as usize;
                     let produced = (self.inflate.total_out() - out_before) as usize;
                     self.inner.consume(used);

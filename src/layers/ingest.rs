@@ -2,10 +2,10 @@
 //! single pass: hash the compressed bytes, keep them, decompress, hash the tar, extract.
 //! Nothing becomes visible until both digests and the size were checked.
 use super::extract::{extract_layer, ExtractOptions};
+use super::gzip::GzipReader;
 use super::store::{hex_of, HashingReader, LayerInfo, Store, TmpArea};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
-use super::gzip::GzipReader;
 use std::io::{BufRead, BufWriter, Read, Write};
 use std::sync::mpsc;
 
@@ -90,7 +90,12 @@ pub fn ingest_layer(
     }
     let (stats, diff_id) = extracted.with_context(|| format!("layer {}", target.blob_digest))?;
     if diff_id != target.diff_id {
-        bail!("layer {} uncompresses to {}, but the image config says {}; refused", target.blob_digest, diff_id, target.diff_id);
+        bail!(
+            "layer {} uncompresses to {}, but the image config says {}; refused",
+            target.blob_digest,
+            diff_id,
+            target.diff_id
+        );
     }
     if let Some(mut out) = blob_out {
         out.flush()?;
@@ -135,7 +140,11 @@ fn fetch_stage(
             Err(e) => {
                 out.fail(&e);
                 if compressed.count > target.blob_size {
-                    bail!("blob {} is larger than its declared {} bytes; refused", target.blob_digest, target.blob_size);
+                    bail!(
+                        "blob {} is larger than its declared {} bytes; refused",
+                        target.blob_digest,
+                        target.blob_size
+                    );
                 }
                 return Err(e).with_context(what);
             }
@@ -201,10 +210,7 @@ type Chunk = std::io::Result<Vec<u8>>;
 fn pipe() -> (PipeWriter, PipeReader) {
     let (tx, rx) = mpsc::sync_channel(PIPE_CHUNKS);
     let (back_tx, back_rx) = mpsc::channel();
-    (
-        PipeWriter { tx, recycled: back_rx },
-        PipeReader { rx, back: back_tx, chunk: Vec::new(), pos: 0 },
-    )
+    (PipeWriter { tx, recycled: back_rx }, PipeReader { rx, back: back_tx, chunk: Vec::new(), pos: 0 })
 }
 
 struct PipeWriter {

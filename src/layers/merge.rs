@@ -18,7 +18,9 @@ pub fn merge_into(layers: &[impl AsRef<Path>], dest: &Path) -> Result<()> {
 /// True when an extracted layer marks `dir` opaque (`user.overlay.opaque` = y).
 pub fn is_opaque(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (std::ffi::CString::new(dir.as_os_str().as_bytes()), std::ffi::CString::new("user.overlay.opaque")) else {
+    let (Ok(p), Ok(n)) =
+        (std::ffi::CString::new(dir.as_os_str().as_bytes()), std::ffi::CString::new("user.overlay.opaque"))
+    else {
         return false;
     };
     let mut buf = [0u8; 2];
@@ -36,7 +38,13 @@ fn remove_any(path: &Path) -> Result<()> {
 }
 
 fn copy_owner_and_mode(meta: &fs::Metadata, dest: &Path, symlink: bool) -> Result<()> {
-    let _ = fchownat(None, dest, Some(Uid::from_raw(meta.uid())), Some(Gid::from_raw(meta.gid())), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+    let _ = fchownat(
+        None,
+        dest,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    );
     if !symlink {
         fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }
@@ -103,7 +111,8 @@ mod tests {
         let name = std::ffi::CString::new("user.overlay.opaque").unwrap();
         // SAFETY: NUL-terminated strings and a one-byte value that outlive the call.
         let set = unsafe { libc::lsetxattr(opq.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
-        let whiteout = nix::sys::stat::mknod(&l2.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0);
+        let whiteout =
+            nix::sys::stat::mknod(&l2.join("gone"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0);
         merge_into(&[&l1, &l2], &out).unwrap();
         assert_eq!(fs::read_to_string(out.join("keep/a")).unwrap(), "a");
         assert_eq!(fs::read_to_string(out.join("keep/b")).unwrap(), "b");

@@ -162,7 +162,9 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(self.root.join("layers"))? {
             let e = e?;
-            if let Ok(info) = serde_json::from_slice::<LayerInfo>(&fs::read(e.path().join("layer.json")).unwrap_or_default()) {
+            if let Ok(info) =
+                serde_json::from_slice::<LayerInfo>(&fs::read(e.path().join("layer.json")).unwrap_or_default())
+            {
                 out.push(info);
             }
         }
@@ -250,7 +252,8 @@ impl Store {
     /// temp files of `atomic_write` whose writer is gone.
     pub fn clean_tmp(&self) -> Result<usize> {
         let tmp = self.root.join("tmp");
-        let mut cleaned = self.clean_stray_temp_files(&self.root)? + self.clean_stray_temp_files(&self.root.join("blobs/sha256"))?;
+        let mut cleaned =
+            self.clean_stray_temp_files(&self.root)? + self.clean_stray_temp_files(&self.root.join("blobs/sha256"))?;
         for e in fs::read_dir(&tmp)? {
             let path = e?.path();
             let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
@@ -278,7 +281,9 @@ impl Store {
         for e in fs::read_dir(dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).and_then(|(_, rest)| rest.split('-').next()) else {
+            let Some(pid) =
+                name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).and_then(|(_, rest)| rest.split('-').next())
+            else {
                 continue;
             };
             if !Path::new("/proc").join(pid).exists() {

@@ -54,7 +54,8 @@ pub fn limit_bounding(names: &[String]) -> Result<CapsHashSet> {
     }
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("dropping {} from the bounding set", cap))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .with_context(|| format!("dropping {} from the bounding set", cap))?;
         }
     }
     Ok(keep)

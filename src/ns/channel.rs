@@ -20,7 +20,10 @@ enum Message {
 pub enum StartOutcome {
     /// The command replaced the child (the channel closed on exec).
     Started,
-    Failed { code: i32, message: String },
+    Failed {
+        code: i32,
+        message: String,
+    },
 }
 
 pub struct Channel {

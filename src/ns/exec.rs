@@ -41,10 +41,9 @@ pub fn find(cmd: &str, env: &[String]) -> Result<PathBuf, ExecError> {
     }
     match denied {
         Some(p) => Ok(p),
-        None => Err(ExecError {
-            code: NOT_FOUND,
-            message: format!("exec: {:?}: executable file not found in $PATH", cmd),
-        }),
+        None => {
+            Err(ExecError { code: NOT_FOUND, message: format!("exec: {:?}: executable file not found in $PATH", cmd) })
+        }
     }
 }
 

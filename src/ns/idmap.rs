@@ -88,10 +88,7 @@ impl IdMapping {
 }
 
 fn map_id(lines: &[(u32, u32, u32)], id: u32) -> Option<u32> {
-    lines
-        .iter()
-        .find(|(c, _, n)| id >= *c && (id - c) < *n)
-        .map(|(c, h, _)| h + (id - c))
+    lines.iter().find(|(c, _, n)| id >= *c && (id - c) < *n).map(|(c, h, _)| h + (id - c))
 }
 
 fn has_id_map_helpers() -> bool {

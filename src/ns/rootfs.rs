@@ -3,8 +3,8 @@
 //! requested mounts, each destination resolved inside the rootfs (a symlink in the image
 //! cannot send a mount outside: CVE-2021-30465 class), then pivot_root.
 use crate::sys::{mount_set_readonly, openat2, openat_owned};
-use libc::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 use anyhow::{bail, Context, Result};
+use libc::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -32,8 +32,13 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
     mount_layers(plan)?;
-    let root = openat_owned(libc::AT_FDCWD, plan.target.to_string_lossy().as_bytes(), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
-        .context("opening the rootfs")?;
+    let root = openat_owned(
+        libc::AT_FDCWD,
+        plan.target.to_string_lossy().as_bytes(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .context("opening the rootfs")?;
     for special in ["proc", "dev", "sys"] {
         refuse_symlink(&root, special)?;
     }
@@ -41,7 +46,12 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
         mount_in_root(&root, m).with_context(|| format!("mounting {}", m.destination().display()))?;
     }
     let dev = ensure_in_root(&root, Path::new("/dev"), true)?;
-    let devdir = openat_owned(libc::AT_FDCWD, fd_path(&dev).to_string_lossy().as_bytes(), OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let devdir = openat_owned(
+        libc::AT_FDCWD,
+        fd_path(&dev).to_string_lossy().as_bytes(),
+        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     populate_dev(&root, &devdir)?;
     if let Some(pty) = console {
         let fd = ensure_in_root(&root, Path::new("/dev/console"), false)?;
@@ -52,8 +62,10 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     // The working directory is created as root before the rootfs may become read-only,
     // as Docker does; after pivot_root its path can only resolve inside the container.
     if let Some(p) = spec.process() {
-        let new_root = openat_owned(libc::AT_FDCWD, b"/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        ensure_in_root(&new_root, p.cwd(), true).with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
+        let new_root =
+            openat_owned(libc::AT_FDCWD, b"/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        ensure_in_root(&new_root, p.cwd(), true)
+            .with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
     }
     let linux = spec.linux().as_ref();
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
@@ -119,7 +131,8 @@ pub fn mount_layers(plan: &RootfsPlan) -> Result<RootfsMode> {
     if crate::ns::idmap::find_in_path("fuse-overlayfs").is_some() && mount_fuse_overlayfs(plan).is_ok() {
         return Ok(RootfsMode::FuseOverlayfs);
     }
-    mount_copy(plan).with_context(|| format!("no overlay could be mounted ({:#}); copying the layers failed too", native))?;
+    mount_copy(plan)
+        .with_context(|| format!("no overlay could be mounted ({:#}); copying the layers failed too", native))?;
     Ok(RootfsMode::Copy)
 }
 
@@ -164,8 +177,10 @@ fn layer_links(plan: &RootfsPlan) -> Result<PathBuf> {
 
 fn mount_fuse_overlayfs(plan: &RootfsPlan) -> Result<()> {
     let links = layer_links(plan)?;
-    let lower: Vec<String> = (0..plan.lowerdirs.len()).rev().map(|i| links.join(i.to_string()).to_string_lossy().into_owned()).collect();
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), plan.upper.display(), plan.work.display());
+    let lower: Vec<String> =
+        (0..plan.lowerdirs.len()).rev().map(|i| links.join(i.to_string()).to_string_lossy().into_owned()).collect();
+    let opts =
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), plan.upper.display(), plan.work.display());
     let out = std::process::Command::new("fuse-overlayfs")
         .args(["-o", &opts])
         .arg(&plan.target)
@@ -398,8 +413,13 @@ fn write_etc_files(root: &OwnedFd, devdir: &OwnedFd, files: &[(String, String)])
     use std::io::Write;
     for (i, (dest, content)) in files.iter().enumerate() {
         let name = format!(".husk-etc-{}", i);
-        let fd = openat_owned(devdir.as_raw_fd(), name.as_bytes(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644))
-            .with_context(|| format!("writing {}", dest))?;
+        let fd = openat_owned(
+            devdir.as_raw_fd(),
+            name.as_bytes(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .with_context(|| format!("writing {}", dest))?;
         std::fs::File::from(fd).write_all(content.as_bytes()).with_context(|| format!("writing {}", dest))?;
         let source = fd_path(devdir).join(&name);
         let target = ensure_in_root(root, Path::new(dest), false)?;

@@ -239,8 +239,14 @@ fn child(
         setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
     }
     let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
-    setup(nix::unistd::setresgid(gid, gid, gid).with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)))?;
-    setup(nix::unistd::setresuid(uid, uid, uid).with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)))?;
+    setup(
+        nix::unistd::setresgid(gid, gid, gid)
+            .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
+    )?;
+    setup(
+        nix::unistd::setresuid(uid, uid, uid)
+            .with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)),
+    )?;
     setup(caps::apply_after_setuid(&keep, uid.is_root()))?;
 
     // d. the command (the working directory was created by rootfs::enter)

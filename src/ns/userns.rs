@@ -21,7 +21,8 @@ pub fn enter_user_namespace() -> Result<IdMapping> {
     let mapping = IdMapping::detect();
     ensure_single_threaded()?;
     if let IdMapping::Single { uid, gid } = mapping {
-        unshare(CloneFlags::CLONE_NEWUSER).context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
+        unshare(CloneFlags::CLONE_NEWUSER)
+            .context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
         fs::write("/proc/self/setgroups", "deny").context("writing /proc/self/setgroups")?;
         fs::write("/proc/self/uid_map", format!("0 {} 1\n", uid)).context("writing uid_map")?;
         fs::write("/proc/self/gid_map", format!("0 {} 1\n", gid)).context("writing gid_map")?;
@@ -101,11 +102,8 @@ fn finish_map_tool(tool: &str, child: std::process::Child) -> Result<()> {
 
 fn ensure_single_threaded() -> Result<()> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(1);
+    let threads =
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(1);
     if threads != 1 {
         bail!("internal error: entering a user namespace needs a single-threaded process ({} threads)", threads);
     }

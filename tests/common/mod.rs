@@ -41,9 +41,7 @@ pub fn is_root() -> bool {
 
 /// Base directory for temp dirs that other users must be able to reach.
 fn test_tmp_base() -> PathBuf {
-    std::env::var_os("HUSK_TEST_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
+    std::env::var_os("HUSK_TEST_TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// A directory removed (recursively, as whoever runs the tests) on drop.
@@ -59,10 +57,7 @@ impl TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         fs::create_dir_all(base).unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
         for _ in 0..100 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
             let p = base.join(format!(
                 "husk-test-{label}-{}-{}-{nanos:x}",
                 std::process::id(),
@@ -113,10 +108,7 @@ fn remove_tree(p: &Path) {
 }
 
 fn run_checked(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "command failed ({}): {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -194,10 +186,7 @@ fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
         });
     }
     let (rtx, rrx) = mpsc::channel();
-    tx.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send((cmd, rtx))
-        .expect("spawner thread gone");
+    tx.lock().unwrap_or_else(|p| p.into_inner()).send((cmd, rtx)).expect("spawner thread gone");
     rrx.recv().expect("spawner thread gone")
 }
 
@@ -303,19 +292,10 @@ pub fn fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         ensure_prereqs();
         let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(fixtures_script())
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run bash");
+        let out = Command::new("bash").arg(fixtures_script()).stdin(Stdio::null()).output().expect("cannot run bash");
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            panic!(
-                "build-fixtures.sh failed ({}):\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                stderr
-            );
+            panic!("build-fixtures.sh failed ({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), stderr);
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
@@ -357,10 +337,7 @@ pub struct Registry {
 }
 
 fn http_get(port: u16, path: &str) -> io::Result<String> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(2),
-    )?;
+    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
     let mut resp = Vec::new();
@@ -396,11 +373,7 @@ impl Registry {
             .unwrap();
             let log = fs::File::create(dir.path().join("registry.log")).unwrap();
             let mut cmd = Command::new("docker-registry");
-            cmd.arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
+            cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
             let mut child = spawn_tied_to_process(cmd).expect("cannot start docker-registry");
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
@@ -414,11 +387,7 @@ impl Registry {
                 if let Ok(resp) = http_get(port, "/v2/") {
                     let status_ok = resp.lines().next().is_some_and(|l| l.split(' ').nth(1) == Some("200"));
                     if status_ok && resp.contains(&marker) {
-                        return Registry {
-                            port,
-                            child: Mutex::new(Some(child)),
-                            dir: Mutex::new(Some(dir)),
-                        };
+                        return Registry { port, child: Mutex::new(Some(child)), dir: Mutex::new(Some(dir)) };
                     }
                 }
                 if Instant::now() > deadline {
@@ -584,11 +553,8 @@ fn subid_start(file: &str, user: &str) -> u32 {
 struct FileLock(fs::File);
 impl FileLock {
     fn new(path: &str) -> FileLock {
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let f =
+            fs::OpenOptions::new().create(true).append(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         use std::os::fd::AsRawFd;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             panic!("flock {path}: {}", io::Error::last_os_error());
@@ -619,10 +585,7 @@ fn ensure_user(user: TestUser) {
                 }
                 _ => !read_subid_file("/etc/subuid").iter().any(|e| e.0 == name),
             };
-        assert!(
-            ok,
-            "test user {name} ({user:?}) is not set up and creating it needs root: run the tests as root"
-        );
+        assert!(ok, "test user {name} ({user:?}) is not set up and creating it needs root: run the tests as root");
         done.push(user);
         return;
     }
@@ -766,8 +729,7 @@ impl Husk {
         );
         let home = TempDir::new(&format!("home-{}", user.name()));
         let p = home.path().to_path_buf();
-        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
-            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
         fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
         Husk { user, home: p, _home: home }
     }
@@ -825,12 +787,7 @@ impl Husk {
 }
 
 fn test_timeout() -> Duration {
-    Duration::from_secs(
-        std::env::var("HUSK_TEST_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(600),
-    )
+    Duration::from_secs(std::env::var("HUSK_TEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(600))
 }
 
 /// Runs `cmd` in its own process group with a timeout (HUSK_TEST_TIMEOUT seconds,
@@ -887,7 +844,9 @@ pub fn run_output(mut cmd: Command, input: Option<&[u8]>) -> Output {
     for (rx, name) in [(&out_done, "stdout"), (&err_done, "stderr")] {
         let left = grace.saturating_duration_since(Instant::now());
         if rx.recv_timeout(left).is_err() {
-            eprintln!("husk-test: warning: {name} of {cmd:?} still open 5 s after exit (inherited by a background process?)");
+            eprintln!(
+                "husk-test: warning: {name} of {cmd:?} still open 5 s after exit (inherited by a background process?)"
+            );
         }
     }
     let mut stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
@@ -978,9 +937,7 @@ fn list_xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
         }
         let cn = CString::new(name).unwrap();
         let mut val = vec![0u8; 65536];
-        let m = unsafe {
-            libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len())
-        };
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len()) };
         if m >= 0 {
             val.truncate(m as usize);
             out.insert(name.to_vec(), val);
@@ -1044,10 +1001,8 @@ fn scan_tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
 }
 
 fn show_xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
-    let v: Vec<String> = x
-        .iter()
-        .map(|(k, v)| format!("{}={:?}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
-        .collect();
+    let v: Vec<String> =
+        x.iter().map(|(k, v)| format!("{}={:?}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))).collect();
     format!("{{{}}}", v.join(", "))
 }
 
@@ -1081,10 +1036,8 @@ pub fn compare_trees(
         }
         if let Some((u, g)) = map_owner(e.uid, e.gid) {
             if (u, g) != (a.uid, a.gid) {
-                diffs.push(format!(
-                    "{d}: owner: expected {u}:{g} (image {}:{}), got {}:{}",
-                    e.uid, e.gid, a.uid, a.gid
-                ));
+                diffs
+                    .push(format!("{d}: owner: expected {u}:{g} (image {}:{}), got {}:{}", e.uid, e.gid, a.uid, a.gid));
             }
         }
         match e.kind {
@@ -1112,11 +1065,7 @@ pub fn compare_trees(
             _ => {}
         }
         if e.xattrs != a.xattrs {
-            diffs.push(format!(
-                "{d}: xattrs: expected {}, got {}",
-                show_xattrs(&e.xattrs),
-                show_xattrs(&a.xattrs)
-            ));
+            diffs.push(format!("{d}: xattrs: expected {}, got {}", show_xattrs(&e.xattrs), show_xattrs(&a.xattrs)));
         }
     }
     for (p, a) in &act {
@@ -1163,8 +1112,20 @@ pub fn rootless_owner_map(user: TestUser) -> impl Fn(u32, u32) -> Option<(u32, u
         if user == TestUser::Root {
             return Some((u, g));
         }
-        let mu = if u == 0 { uid } else if user == TestUser::Sub && u <= 65536 { ub + u - 1 } else { return None };
-        let mg = if g == 0 { gid } else if user == TestUser::Sub && g <= 65536 { gb + g - 1 } else { return None };
+        let mu = if u == 0 {
+            uid
+        } else if user == TestUser::Sub && u <= 65536 {
+            ub + u - 1
+        } else {
+            return None;
+        };
+        let mg = if g == 0 {
+            gid
+        } else if user == TestUser::Sub && g <= 65536 {
+            gb + g - 1
+        } else {
+            return None;
+        };
         Some((mu, mg))
     }
 }
