@@ -142,13 +142,17 @@ fn assert_nothing_new(h: &Husk, before: &StoreState, what: &str) {
 fn processes_of(h: &Husk) -> Vec<String> {
     let needle = format!("\0HOME={}\0", h.home.display()).into_bytes();
     let mut found = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else { return found };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return found;
+    };
     for e in rd.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(env) = fs::read(e.path().join("environ")) else { continue };
+        let Ok(env) = fs::read(e.path().join("environ")) else {
+            continue;
+        };
         let mut env0 = vec![0u8];
         env0.extend_from_slice(&env);
         env0.push(0);

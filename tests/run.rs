@@ -656,6 +656,26 @@ fn write_isolation_without_subids() {
     write_isolation(TestUser::NoSub);
 }
 
+/// The busybox fixture has no /proc, /dev, /sys nor /etc/hosts etc.: the mount points
+/// come from a tmpfs layer, so a container that writes nothing leaves its upper dir
+/// empty, and /etc keeps the image's owner and mode.
+#[test]
+fn mount_points_the_image_lacks_stay_off_the_disk() {
+    let h = setup(TestUser::Sub);
+    let before = containers(&h);
+    let out = sh_ok(&h, &[], "stat -c '%a %u:%g %n' /etc; ls -d /proc/1 /dev/null /sys/kernel; cat /etc/hostname | wc -l; grep -c '^127.0.0.1' /etc/hosts");
+    let id = new_container(&h, &before);
+    assert_eq!(out, "755 0:0 /etc\n/dev/null\n/proc/1\n/sys/kernel\n1\n1\n", "the mount points work");
+    let upper: Vec<_> =
+        fs::read_dir(containers_dir(&h).join(&id).join("upper")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(upper.is_empty(), "nothing of the mount points reached the upper dir: {upper:?}");
+    // the image's own /etc content is still there, merged with the mount points
+    assert_eq!(
+        sh_ok(&h, &["--rm"], "grep -c '^root:' /etc/passwd; echo x >> /etc/hosts && echo writable"),
+        "1\nwritable\n"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // stdio
 // ---------------------------------------------------------------------------
@@ -759,7 +779,8 @@ fn capabilities(user: TestUser) {
         sh_ok(&h, &["--rm"], "touch /f && chown 1:1 /f");
         // a non-root user has none, but the bounding set stays
         let out = sh_ok(&h, &["--rm", "-u", "1000"], "grep ^Cap /proc/self/status");
-        let expect = format!("CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t{DOCKER_CAPS}\nCapAmb:\t0000000000000000\n");
+        let expect =
+            format!("CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t{DOCKER_CAPS}\nCapAmb:\t0000000000000000\n");
         assert_eq!(out, expect, "-u 1000");
     }
     // without SYS_ADMIN root cannot mount
@@ -956,7 +977,11 @@ fn network_modes() {
     assert!(flags & 1 != 0, "lo is up: {out}");
     assert_eq!(out.lines().skip(1).collect::<Vec<_>>(), ["lo"], "{out}");
     // loopback works: a tiny TCP round trip with busybox nc
-    let out = sh(&h, &["--rm", "--network=none"], "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc 127.0.0.1 7777 && break; sleep 0.1; done; wait; cat /tmp/got");
+    let out = sh(
+        &h,
+        &["--rm", "--network=none"],
+        "nc -l -p 7777 > /tmp/got & for i in $(seq 100); do echo ping | nc 127.0.0.1 7777 && break; sleep 0.1; done; wait; cat /tmp/got",
+    );
     out.assert_ok();
     assert!(out.stdout.contains("ping"), "{out:?}");
     // host network: the host's interfaces

@@ -95,7 +95,12 @@ fn init_reaps_zombies_and_forwards_signals() {
     h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
     // An orphan that exits becomes a child of pid 1; the init must reap it.
     let out = h.run(&[
-        "run", "--rm", "--init", &reg("busybox:latest"), "sh", "-c",
+        "run",
+        "--rm",
+        "--init",
+        &reg("busybox:latest"),
+        "sh",
+        "-c",
         "(sh -c 'exit 0' &); sleep 1; echo pid=$$; cat /proc/[0-9]*/stat | cut -d' ' -f3 | sort | uniq -c; readlink /proc/1/exe || echo exe-hidden",
     ]);
     out.assert_ok();

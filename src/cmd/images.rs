@@ -21,7 +21,13 @@ pub struct ImagesArgs {
 pub fn run(ctx: &Ctx, args: ImagesArgs) -> Result<i32> {
     let store = ctx.store()?;
     let images = list(&store)?;
-    let id = |full: &str| if args.no_trunc { full.to_string() } else { full[7..19].to_string() };
+    let id = |full: &str| {
+        if args.no_trunc {
+            full.to_string()
+        } else {
+            full[7..19].to_string()
+        }
+    };
     if args.quiet {
         for img in &images {
             println!("{}", id(img.id()));

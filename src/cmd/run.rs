@@ -10,6 +10,7 @@ use crate::layers::store::Store;
 use crate::ns::idmap::IdMapping;
 use crate::ns::rootfs::RootfsPlan;
 use crate::ns::run::{run as run_container, Exit, RunOptions};
+use crate::ns::userns::{begin_user_namespace, PendingUserNamespace};
 use crate::util::trace;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -109,10 +110,18 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     }
 
     trace("arguments parsed");
-    let ids = crate::ns::userns::enter_user_namespace()?;
-    trace("user namespace entered");
+    // The setuid map tools take a few milliseconds: prepare the container meanwhile
+    // when the image is already here; a pull needs the mapping to extract layers.
+    let userns = begin_user_namespace()?;
+    let ids = userns.mapping().clone();
     let store = ctx.store()?;
-    let image = find_or_pull(&store, &ids, &args, platform)?;
+    let (image, userns) = match local_image(&store, &args)? {
+        Some(image) => (image, Some(userns)),
+        None => {
+            let ids = userns.finish()?;
+            (pull_image(&store, &ids, &args, platform)?, None)
+        }
+    };
     trace("image resolved");
 
     let writers = store.lock_writers()?;
@@ -127,12 +136,14 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
         image.id(),
         image.chain_ids.clone(),
         command.clone(),
+        "running",
     )?;
     drop(writers);
     trace("container created");
 
     let result = start(
         &ids,
+        userns,
         &args,
         &image,
         &cfg,
@@ -151,7 +162,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     };
     trace("container exited");
     if args.rm {
-        container.remove()?;
+        container.remove(&store)?;
     } else {
         let _ = container.set_exited(code);
     }
@@ -168,6 +179,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
 #[allow(clippy::too_many_arguments)]
 fn start(
     ids: &IdMapping,
+    userns: Option<PendingUserNamespace>,
     args: &RunArgs,
     image: &ImageRecord,
     cfg: &oci_spec::image::Config,
@@ -186,7 +198,10 @@ fn start(
     if ids.host_uid(user.uid).is_none() || ids.host_gid(user.gid).is_none() {
         bail!(
             "user {} (uid {}, gid {}) is not mapped in husk's user namespace ({}); add a range to /etc/subuid and /etc/subgid",
-            user_spec, user.uid, user.gid, ids.describe()
+            user_spec,
+            user.uid,
+            user.gid,
+            ids.describe()
         );
     }
     let hostname = args.hostname.clone().unwrap_or_else(|| container.short_id().to_string());
@@ -228,9 +243,12 @@ fn start(
     })?;
     crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
     let etc_files = etc_files(&hostname);
-    container.state.status = "running".into();
-    container.save()?;
+    let scaffold = crate::ns::mountpoints::missing(layers_top_first);
     trace("spec and files written");
+    if let Some(userns) = userns {
+        userns.finish()?;
+    }
+    trace("user namespace entered");
     run_container(
         &spec,
         &RunOptions {
@@ -240,6 +258,7 @@ fn start(
                 work: container.dir.join("work"),
                 target: container.dir.join("rootfs"),
                 etc_files,
+                scaffold,
             },
             stdin: args.interactive,
             own_network,
@@ -252,16 +271,19 @@ fn start(
     })
 }
 
-fn find_or_pull(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
+/// The image from the store, unless this run must pull it.
+fn local_image(store: &Store, args: &RunArgs) -> Result<Option<ImageRecord>> {
     let local = resolve(store, &args.image).ok();
-    let need_pull = match args.pull {
-        PullPolicy::Always => true,
-        PullPolicy::Missing => local.is_none(),
-        PullPolicy::Never => false,
-    };
-    if !need_pull {
-        return local.with_context(|| format!("image {} is not in the store (and --pull=never)", args.image));
+    match args.pull {
+        PullPolicy::Always => Ok(None),
+        PullPolicy::Missing => Ok(local),
+        PullPolicy::Never => {
+            local.map(Some).with_context(|| format!("image {} is not in the store (and --pull=never)", args.image))
+        }
     }
+}
+
+fn pull_image(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
     let reference = Reference::parse(&args.image)?;
     let pulled = pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })?;
     resolve(store, &pulled.config_digest)

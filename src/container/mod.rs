@@ -76,7 +76,9 @@ pub fn validate_name(name: &str) -> Result<()> {
 pub fn list(store: &Store) -> Result<Vec<State>> {
     let dir = containers_dir(store);
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(&dir) else { return Ok(out) };
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Ok(out);
+    };
     for e in rd.flatten() {
         if let Ok(data) = fs::read(e.path().join("state.json")) {
             if let Ok(s) = serde_json::from_slice::<State>(&data) {
@@ -87,8 +89,54 @@ pub fn list(store: &Store) -> Result<Vec<State>> {
     Ok(out)
 }
 
+/// Where names are reserved: `container-names/<name>` holds the id of its container.
+fn names_dir(store: &Store) -> PathBuf {
+    store.root().join("container-names")
+}
+
+/// Reserves `name` for `id` (whose directory must already exist). A reservation whose
+/// container directory is gone was left by a killed husk and is taken over.
+fn reserve_name(store: &Store, name: &str, id: &str) -> Result<bool> {
+    let path = names_dir(store).join(name);
+    // The reservation appears complete or not at all: written aside, then hard-linked
+    // (which fails if the name exists).
+    let temp = names_dir(store).join(format!(".{}.tmp", id));
+    fs::write(&temp, id).with_context(|| format!("writing {}", temp.display()))?;
+    let result = (|| {
+        for _ in 0..2 {
+            match fs::hard_link(&temp, &path) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    if !owner.is_empty() && containers_dir(store).join(&owner).is_dir() {
+                        return Ok(false);
+                    }
+                    // Left by a killed husk: only one process may judge and remove it.
+                    let _l = FileLock::exclusive(&store.root().join("locks/containers.lock"))?;
+                    if fs::read_to_string(&path).unwrap_or_default() == owner {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("reserving the container name in {}", path.display())),
+            }
+        }
+        Ok(false)
+    })();
+    let _ = fs::remove_file(&temp);
+    result
+}
+
+fn release_name(store: &Store, name: &str, id: &str) {
+    let path = names_dir(store).join(name);
+    if fs::read_to_string(&path).map(|o| o == id).unwrap_or(false) {
+        let _ = fs::remove_file(path);
+    }
+}
+
 impl Container {
-    /// Creates the container's directory and state, with a unique name.
+    /// Creates the container's directory, reserves a unique name and writes the state
+    /// once, with `status`. The caller holds the store's writers lock, so garbage
+    /// collection sees the state (and keeps the layers) from the start.
     pub fn create(
         store: &Store,
         name: Option<&str>,
@@ -96,31 +144,32 @@ impl Container {
         image_id: &str,
         layers: Vec<String>,
         command: Vec<String>,
+        status: &str,
     ) -> Result<Container> {
+        fs::create_dir_all(names_dir(store))?;
         fs::create_dir_all(containers_dir(store))?;
-        let _l = FileLock::exclusive(&store.root().join("locks/containers.lock"))?;
-        let existing = list(store)?;
         let id = random_id()?;
+        let dir = containers_dir(store).join(&id);
+        for sub in ["upper", "work", "rootfs"] {
+            fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
         let name = match name {
             Some(n) => {
                 validate_name(n)?;
-                if existing.iter().any(|s| s.name == n) {
+                if !reserve_name(store, n, &id)? {
+                    let _ = remove_tree(&dir);
                     bail!("the container name {:?} is already in use", n);
                 }
                 n.to_string()
             }
             None => {
                 let mut n = readable_name(&id);
-                while existing.iter().any(|s| s.name == n) {
+                while !reserve_name(store, &n, &id)? {
                     n.push('x');
                 }
                 n
             }
         };
-        let dir = containers_dir(store).join(&id);
-        for sub in ["upper", "work", "rootfs"] {
-            fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
-        }
         let state = State {
             id,
             name,
@@ -129,7 +178,7 @@ impl Container {
             layers,
             command,
             created: rfc3339(std::time::SystemTime::now()),
-            status: "created".into(),
+            status: status.into(),
             exit_code: None,
             finished_at: None,
         };
@@ -156,7 +205,8 @@ impl Container {
     /// Removes everything of the container (call from inside the user namespace).
     /// overlayfs leaves `work/work` with mode 000: remove it first so that the
     /// general tree removal does not have to fail and retry.
-    pub fn remove(self) -> Result<()> {
+    pub fn remove(self, store: &Store) -> Result<()> {
+        release_name(store, &self.state.name, &self.state.id);
         let _ = fs::remove_dir(self.dir.join("work/work"));
         remove_tree(&self.dir)
     }

@@ -132,7 +132,9 @@ fn run_jobs(
                 if failed.load(Ordering::Relaxed) {
                     return;
                 }
-                let Some(job) = next.lock().unwrap().next() else { return };
+                let Some(job) = next.lock().unwrap().next() else {
+                    return;
+                };
                 match fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts) {
                     Ok(Some(info)) => committed.lock().unwrap().push(info),
                     Ok(None) => {}
@@ -219,7 +221,9 @@ fn resolve_manifest(
                     let mt = media_type_of(&m, &doc.media_type);
                     Ok((doc.bytes, mt, digest))
                 }
-                Parsed::Index(_) => bail!("{}: index entry {} is another index; refused", name, digest),
+                Parsed::Index(_) => {
+                    bail!("{}: index entry {} is another index; refused", name, digest)
+                }
             }
         }
     }

@@ -271,12 +271,14 @@ impl RegistryClient {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.repository.is_empty() => {
                 anyhow!("{} refused the credentials ({})", place, detail)
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => anyhow!(
-                "access to {} in {} denied ({}); does the repository exist, and are you logged in?",
-                what,
-                place,
-                detail
-            ),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                anyhow!(
+                    "access to {} in {} denied ({}); does the repository exist, and are you logged in?",
+                    what,
+                    place,
+                    detail
+                )
+            }
             _ => anyhow!("registry {} answered {} for {} ({})", self.registry, status.as_u16(), what, detail),
         }
     }

@@ -48,10 +48,13 @@ impl Store {
     /// Opens the store, creating its skeleton on first use.
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store { root: root.to_path_buf() };
-        for d in ["blobs/sha256", "layers", "tmp", "locks"] {
+        let mkdir = |d: &str| {
             let p = root.join(d);
-            fs::create_dir_all(&p).with_context(|| format!("creating store directory {}", p.display()))?;
-        }
+            fs::create_dir_all(&p).with_context(|| format!("creating store directory {}", p.display()))
+        };
+        // The layout files come before the content directories, so a process killed
+        // part-way never leaves blobs without an index beside them.
+        mkdir("locks")?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
             atomic_write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -61,6 +64,9 @@ impl Store {
             if !root.join("index.json").exists() {
                 store.write_index(&empty_index()?)?;
             }
+        }
+        for d in ["blobs/sha256", "layers", "tmp"] {
+            mkdir(d)?;
         }
         Ok(store)
     }

@@ -42,7 +42,9 @@ impl IdMapping {
     /// uid_map and gid_map lines (container, host, count).
     pub fn uid_lines(&self) -> Vec<(u32, u32, u32)> {
         match self {
-            IdMapping::Range { uid, subuid, .. } => vec![(0, *uid, 1), (1, subuid.host_start, subuid.count)],
+            IdMapping::Range { uid, subuid, .. } => {
+                vec![(0, *uid, 1), (1, subuid.host_start, subuid.count)]
+            }
             IdMapping::Single { uid, .. } => vec![(0, *uid, 1)],
             IdMapping::Identity => vec![(0, 0, u32::MAX)],
         }
@@ -50,7 +52,9 @@ impl IdMapping {
 
     pub fn gid_lines(&self) -> Vec<(u32, u32, u32)> {
         match self {
-            IdMapping::Range { gid, subgid, .. } => vec![(0, *gid, 1), (1, subgid.host_start, subgid.count)],
+            IdMapping::Range { gid, subgid, .. } => {
+                vec![(0, *gid, 1), (1, subgid.host_start, subgid.count)]
+            }
             IdMapping::Single { gid, .. } => vec![(0, *gid, 1)],
             IdMapping::Identity => vec![(0, 0, u32::MAX)],
         }

@@ -2,6 +2,7 @@
 //! layers under a native overlay with a private upper dir, then /proc, /dev, /sys and the
 //! requested mounts, each destination resolved inside the rootfs (a symlink in the image
 //! cannot send a mount outside: CVE-2021-30465 class), then pivot_root.
+use crate::ns::mountpoints::MountPoint;
 use crate::sys::{mount_set_readonly, openat2, openat_owned};
 use anyhow::{bail, Context, Result};
 use libc::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
@@ -11,6 +12,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use oci_spec::runtime::{Mount, Spec};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the layers and the writable layer of one container are.
@@ -23,6 +25,8 @@ pub struct RootfsPlan {
     pub target: PathBuf,
     /// Content for /etc/hostname, /etc/hosts, /etc/resolv.conf (destination, content).
     pub etc_files: Vec<(String, String)>,
+    /// Mount points the image lacks, provided by a tmpfs layer under a native overlay.
+    pub scaffold: Vec<MountPoint>,
 }
 
 const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -214,8 +218,11 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
         plan.lowerdirs.iter().rev().map(|p| p.strip_prefix(c).ok().map(|r| r.to_string_lossy().into_owned())).collect()
     });
     let tail = format!(",upperdir={},workdir={},userxattr", plan.upper.display(), plan.work.display());
+    let scaffold_len = if plan.scaffold.is_empty() { 0 } else { plan.target.as_os_str().len() + 1 };
     let (dir, opts) = match (common, relative) {
-        (Some(c), Some(rel)) if rel.iter().map(|r| r.len() + 1).sum::<usize>() + tail.len() + 10 < PAGE => {
+        (Some(c), Some(rel))
+            if rel.iter().map(|r| r.len() + 1).sum::<usize>() + tail.len() + scaffold_len + 10 < PAGE =>
+        {
             (c, format!("lowerdir={}{}", rel.join(":"), tail))
         }
         _ => {
@@ -225,7 +232,14 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
             (base, format!("lowerdir={}{}", lower.join(":"), tail))
         }
     };
+    let opts = if plan.scaffold.is_empty() {
+        opts
+    } else {
+        mount_scaffold(&plan.target, &plan.scaffold)?;
+        opts.replacen("lowerdir=", &format!("lowerdir={}:", plan.target.display()), 1)
+    };
     if opts.len() >= PAGE {
+        let _ = umount2(&plan.target, MntFlags::MNT_DETACH);
         bail!("too many layers for one overlay mount ({} layers)", plan.lowerdirs.len());
     }
     let cwd = std::env::current_dir().ok();
@@ -235,7 +249,33 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
     if let Some(c) = cwd {
         let _ = nix::unistd::chdir(&c);
     }
+    if mounted.is_err() && !plan.scaffold.is_empty() {
+        let _ = umount2(&plan.target, MntFlags::MNT_DETACH);
+    }
     mounted
+}
+
+/// A tmpfs at the (still empty) target holding the missing mount points; the overlay
+/// then stacks on the same target with it as its top lower layer, so the mount
+/// points never touch the disk. It lives as long as the overlay that references it.
+fn mount_scaffold(target: &Path, entries: &[MountPoint]) -> Result<()> {
+    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755,size=16k"))
+        .context("mounting the mount-point layer")?;
+    for e in entries {
+        let p = target.join(&e.path);
+        let made = if e.dir {
+            std::fs::DirBuilder::new().mode(0o755).create(&p)
+        } else {
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&p).map(drop)
+        };
+        made.with_context(|| format!("creating the mount point /{}", e.path))?;
+        if let Some(like) = &e.like {
+            let meta = std::fs::symlink_metadata(like).with_context(|| format!("reading {}", like.display()))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            let _ = std::os::unix::fs::lchown(&p, Some(meta.uid()), Some(meta.gid()));
+        }
+    }
+    Ok(())
 }
 
 fn refuse_symlink(root: &OwnedFd, name: &str) -> Result<()> {

@@ -147,7 +147,9 @@ fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>,
         if !ready[0] {
             continue;
         }
-        let Some(info) = signals.read_signal().context("reading a signal")? else { continue };
+        let Some(info) = signals.read_signal().context("reading a signal")? else {
+            continue;
+        };
         let sig = Signal::try_from(info.ssi_signo as i32).context("unknown signal")?;
         if let (Signal::SIGWINCH, Some(m)) = (sig, master) {
             // The kernel tells the container's foreground process group itself.

@@ -6,7 +6,8 @@
 //! 1. fork a helper that stays in the parent namespace;
 //! 2. unshare(CLONE_NEWUSER) in the caller and tell the helper;
 //! 3. the helper writes the caller's uid/gid maps (newuidmap/newgidmap, or directly as root);
-//! 4. the caller waits for the helper's answer and reaps it.
+//! 4. the caller waits for the helper's answer and reaps it; `run` does its own file
+//!    work between 2 and 4.
 use super::channel::Channel;
 use super::idmap::{find_in_path, IdMapping};
 use anyhow::{bail, Context, Result};
@@ -18,6 +19,20 @@ use std::process::Command;
 
 /// Moves the calling process into a new user namespace with the user's id mapping.
 pub fn enter_user_namespace() -> Result<IdMapping> {
+    begin_user_namespace()?.finish()
+}
+
+/// A user namespace whose id maps are being written by a helper. Until `finish`
+/// returns, the caller's ids are unmapped in it; it may still read and create files
+/// (owned by the user, as before), which is how `run` overlaps its own preparation
+/// with the setuid map tools.
+pub struct PendingUserNamespace {
+    mapping: IdMapping,
+    helper: Option<(Pid, Channel)>,
+}
+
+/// Unshares the user namespace and starts writing its maps.
+pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
     let mapping = IdMapping::detect();
     ensure_single_threaded()?;
     if let IdMapping::Single { uid, gid } = mapping {
@@ -26,11 +41,11 @@ pub fn enter_user_namespace() -> Result<IdMapping> {
         fs::write("/proc/self/setgroups", "deny").context("writing /proc/self/setgroups")?;
         fs::write("/proc/self/uid_map", format!("0 {} 1\n", uid)).context("writing uid_map")?;
         fs::write("/proc/self/gid_map", format!("0 {} 1\n", gid)).context("writing gid_map")?;
-        return Ok(mapping);
+        return Ok(PendingUserNamespace { mapping, helper: None });
     }
 
     let target = getpid();
-    let (mut parent_end, mut helper_end) = Channel::pair()?;
+    let (parent_end, mut helper_end) = Channel::pair()?;
     // SAFETY: the process is single-threaded (checked above), so the child may run
     // arbitrary code; it only talks on its channel end, runs the map helpers and exits.
     match unsafe { fork() }.context("forking the id-map helper")? {
@@ -44,19 +59,44 @@ pub fn enter_user_namespace() -> Result<IdMapping> {
         }
         ForkResult::Parent { child } => {
             drop(helper_end);
-            let result = unshare(CloneFlags::CLONE_NEWUSER)
-                .context("creating a user namespace (are unprivileged user namespaces allowed?)")
-                .and_then(|_| parent_end.request_id_maps())
-                .and_then(|_| parent_end.wait_for_id_maps());
-            // Closing our end first lets a helper still waiting for the request give up.
-            drop(parent_end);
-            let _ = waitpid(child, None);
-            result?;
+            let mut pending = PendingUserNamespace { mapping, helper: Some((child, parent_end)) };
+            let channel = &mut pending.helper.as_mut().expect("just set").1;
+            unshare(CloneFlags::CLONE_NEWUSER)
+                .context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
+            channel.request_id_maps()?;
+            Ok(pending)
         }
     }
-    // Host supplementary groups are unmapped here; drop them so no file gets them.
-    let _ = nix::unistd::setgroups(&[]);
-    Ok(mapping)
+}
+
+impl PendingUserNamespace {
+    /// The mapping being installed.
+    pub fn mapping(&self) -> &IdMapping {
+        &self.mapping
+    }
+
+    /// Waits until the maps are written; afterwards the caller is root in the namespace.
+    pub fn finish(mut self) -> Result<IdMapping> {
+        if let Some((child, mut channel)) = self.helper.take() {
+            let result = channel.wait_for_id_maps();
+            drop(channel);
+            let _ = waitpid(child, None);
+            result?;
+            // Host supplementary groups are unmapped here; drop them so no file gets them.
+            let _ = nix::unistd::setgroups(&[]);
+        }
+        Ok(self.mapping.clone())
+    }
+}
+
+impl Drop for PendingUserNamespace {
+    fn drop(&mut self) {
+        // Closing our end first lets a helper still waiting for the request give up.
+        if let Some((child, channel)) = self.helper.take() {
+            drop(channel);
+            let _ = waitpid(child, None);
+        }
+    }
 }
 
 fn run_id_map_helper(channel: &mut Channel, target: Pid, mapping: &IdMapping) -> Result<()> {

@@ -723,10 +723,7 @@ pub struct Husk {
 impl Husk {
     pub fn new(user: TestUser) -> Husk {
         let (uid, gid) = user.ids();
-        assert!(
-            is_root(),
-            "Husk::new({user:?}) needs the tests to run as root (HOME is chowned to the user and husk runs via runuser)"
-        );
+        assert!(is_root(), "Husk::new({user:?}) needs the tests to run as root (HOME is chowned to the user and husk runs via runuser)");
         let home = TempDir::new(&format!("home-{}", user.name()));
         let p = home.path().to_path_buf();
         std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
