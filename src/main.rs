@@ -18,6 +18,19 @@ enum Command {
     /// Run a command in a new container
     #[command(disable_help_flag = true)]
     Run(cmd::run::RunArgs),
+    /// Create a container without starting it (same options as run)
+    #[command(disable_help_flag = true)]
+    Create(cmd::run::RunArgs),
+    Start(cmd::start::StartArgs),
+    Exec(cmd::exec::ExecArgs),
+    Stop(cmd::stop::StopArgs),
+    Restart(cmd::stop::RestartArgs),
+    Kill(cmd::kill::KillArgs),
+    Wait(cmd::wait::WaitArgs),
+    Rm(cmd::rm::RmArgs),
+    Ps(cmd::ps::PsArgs),
+    Logs(cmd::logs::LogsArgs),
+    Inspect(cmd::inspect::InspectArgs),
     Pull(cmd::pull::PullArgs),
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
@@ -32,6 +45,11 @@ enum Command {
     Info,
     Login(cmd::login::LoginArgs),
     Logout(cmd::login::LogoutArgs),
+    Pause(cmd::pause::PauseArgs),
+    Unpause(cmd::pause::UnpauseArgs),
+    Top(cmd::top::TopArgs),
+    Port(cmd::port::PortArgs),
+    Stats(cmd::stats::StatsArgs),
     /// Write the man pages into DIR
     #[command(hide = true)]
     GenerateMan {
@@ -54,6 +72,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let ctx = Ctx::new(cli.root)?;
     match cli.command {
         Command::Run(a) => cmd::run::run(&ctx, a),
+        Command::Create(a) => cmd::create::run(&ctx, a),
+        Command::Start(a) => cmd::start::run(&ctx, a),
+        Command::Exec(a) => cmd::exec::run(&ctx, a),
+        Command::Stop(a) => cmd::stop::run(&ctx, a),
+        Command::Restart(a) => cmd::stop::restart(&ctx, a),
+        Command::Kill(a) => cmd::kill::run(&ctx, a),
+        Command::Wait(a) => cmd::wait::run(&ctx, a),
+        Command::Rm(a) => cmd::rm::run(&ctx, a),
+        Command::Ps(a) => cmd::ps::run(&ctx, a),
+        Command::Logs(a) => cmd::logs::run(&ctx, a),
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => cmd::pull::run(&ctx, a),
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
@@ -63,6 +92,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Info => cmd::info::run(&ctx),
         Command::Login(a) => cmd::login::login(&ctx, a),
         Command::Logout(a) => cmd::login::logout(&ctx, a),
+        Command::Pause(a) => cmd::pause::pause(&ctx, a),
+        Command::Unpause(a) => cmd::pause::unpause(&ctx, a),
+        Command::Top(a) => cmd::top::run(&ctx, a),
+        Command::Port(a) => cmd::port::run(&ctx, a),
+        Command::Stats(a) => cmd::stats::run(&ctx, a),
         Command::GenerateMan { dir } => cmd::man::generate(Cli::command(), &dir).map(|_| 0),
     }
 }

@@ -29,6 +29,21 @@ pub struct Stats {
     pub pids_current: Option<u64>,
 }
 
+/// Fails with one line naming what is missing unless `parent` can hand down every
+/// controller that `limits` need.
+pub fn check_delegated(parent: &Path, limits: &Limits) -> Result<()> {
+    if !parent.join("cgroup.controllers").exists() {
+        bail!("{} is not a cgroup v2 directory", parent.display());
+    }
+    let required = limits.required_controllers();
+    let available = read(&parent.join("cgroup.controllers"))?;
+    let missing = missing(&required, &available);
+    if !missing.is_empty() {
+        bail!("{}", not_delegated(&missing, parent, &available));
+    }
+    Ok(())
+}
+
 impl ContainerCgroup {
     /// Creates `<parent>/husk-<id>` with `limits` written. When the limits need a
     /// controller that `parent` cannot hand down, fails with one line naming it and
@@ -38,16 +53,8 @@ impl ContainerCgroup {
         if id.is_empty() || id.starts_with('.') || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
             bail!("invalid container id {:?} for a cgroup name", id);
         }
-        if !parent.join("cgroup.controllers").exists() {
-            bail!("{} is not a cgroup v2 directory", parent.display());
-        }
-        let required = limits.required_controllers();
-        let available = read(&parent.join("cgroup.controllers"))?;
-        let missing = missing(&required, &available);
-        if !missing.is_empty() {
-            bail!("{}", not_delegated(&missing, parent, &available));
-        }
-        enable_for_children(parent, &required)?;
+        check_delegated(parent, limits)?;
+        enable_for_children(parent, &limits.required_controllers())?;
         let path = parent.join(format!("husk-{}", id));
         match fs::create_dir(&path) {
             Ok(()) => {}

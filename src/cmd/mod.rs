@@ -1,15 +1,29 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
+pub mod create;
+pub mod exec;
 pub mod image_inspect;
 pub mod images;
 pub mod info;
+pub mod inspect;
+pub mod kill;
 pub mod login;
+pub mod logs;
 pub mod man;
+pub mod pause;
+pub mod port;
+pub mod ps;
 pub mod pull;
+pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod start;
+pub mod stats;
+pub mod stop;
 pub mod system;
 pub mod tag;
+pub mod top;
+pub mod wait;
 
 use crate::layers::store::Store;
 use anyhow::Result;
@@ -41,4 +55,20 @@ impl Ctx {
 pub enum Format {
     Table,
     Json,
+}
+
+/// Applies `f` to each named container as Docker's multi-container verbs do: prints
+/// each name that succeeded, reports each failure on stderr, and fails (125) if any did.
+pub fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut failed = 0;
+    for name in names {
+        match f(name) {
+            Ok(()) => println!("{}", name),
+            Err(e) => {
+                eprintln!("Error: {:#}", e);
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 125 } else { 0 })
 }

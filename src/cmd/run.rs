@@ -1,18 +1,17 @@
 use super::Ctx;
 use crate::container::spec::{build, SpecInput};
 use crate::container::user::{read_image_file, resolve as resolve_user};
-use crate::container::Container;
+use crate::container::{launch, Container, NewContainer, Settings};
 use crate::fetch::manifest::PlatformSpec;
 use crate::fetch::pull::{pull, PullOptions};
 use crate::fetch::reference::Reference;
 use crate::layers::images::{resolve, ImageRecord};
 use crate::layers::store::Store;
 use crate::ns::idmap::IdMapping;
-use crate::ns::rootfs::RootfsPlan;
-use crate::ns::run::{run as run_container, Exit, RunOptions};
 use crate::ns::userns::{begin_user_namespace, PendingUserNamespace};
 use crate::util::trace;
 use anyhow::{bail, Context, Result};
+use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +84,27 @@ pub struct RunArgs {
     /// Do not print pull progress
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run in the background under its own monitor and print the container id
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 1.5)
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1: unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Cgroup (relative to the cgroup2 mount) to create the container's cgroup under
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
     /// Print help (-h is --hostname, as in Docker)
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -96,6 +116,25 @@ pub struct RunArgs {
 }
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
+    let (store, container, spec, userns) = create(ctx, &args, "running")?;
+    if args.detach {
+        let id = container.state.id.clone();
+        let code = launch::detached(&store, container, &spec, userns)?;
+        if code == 0 {
+            println!("{}", id);
+        }
+        return Ok(code);
+    }
+    launch::foreground(&store, container, &spec, userns)
+}
+
+/// Makes the container (pulling the image if needed) with its config and state on disk.
+/// The user namespace is still being set up when this returns (unless a pull needed it).
+pub fn create(
+    ctx: &Ctx,
+    args: &RunArgs,
+    status: &str,
+) -> Result<(Store, Container, Spec, Option<PendingUserNamespace>)> {
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
     let binds = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let tmpfs = args.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<Vec<_>>>()?;
@@ -108,6 +147,11 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
     }
+    let limits = limit_flags(args);
+    crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
+    if args.detach && args.rm && args.tty && args.interactive {
+        // Accepted as Docker does; there is no attach yet, so stdin stays closed.
+    }
 
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
@@ -115,11 +159,11 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     let userns = begin_user_namespace()?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
-    let (image, userns) = match local_image(&store, &args)? {
+    let (image, userns) = match local_image(&store, args)? {
         Some(image) => (image, Some(userns)),
         None => {
             let ids = userns.finish()?;
-            (pull_image(&store, &ids, &args, platform)?, None)
+            (pull_image(&store, &ids, args, platform)?, None)
         }
     };
     trace("image resolved");
@@ -128,69 +172,83 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     let layers_top_first: Vec<PathBuf> =
         image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
     let cfg = image.config.config().clone().unwrap_or_default();
-    let command = command_line(&args, &cfg)?;
-    let mut container = Container::create(
+    let command = command_line(args, &cfg)?;
+    let settings = Settings {
+        auto_remove: args.rm,
+        tty: args.tty,
+        interactive: args.interactive,
+        init: args.init,
+        own_network: args.network == "none",
+        stop_signal: cfg.stop_signal().clone(),
+        cgroup_parent: args.cgroup_parent.clone(),
+        limits,
+    };
+    let container = Container::create(
         &store,
-        args.name.as_deref(),
-        &args.image,
-        image.id(),
-        image.chain_ids.clone(),
-        command.clone(),
-        "running",
+        NewContainer {
+            name: args.name.as_deref(),
+            image: &args.image,
+            image_id: image.id(),
+            layers: image.chain_ids.clone(),
+            command: command.clone(),
+            status,
+            settings,
+        },
     )?;
     drop(writers);
     trace("container created");
-
-    let result = start(
+    let spec = match write_spec(
         &ids,
-        userns,
-        &args,
-        &image,
+        args,
         &cfg,
         &layers_top_first,
-        &mut container,
+        &container,
         command,
         binds,
         tmpfs,
         capabilities,
         env_extra,
-    );
-    let code = match &result {
-        Ok(Exit::Status(c)) => *c,
-        Ok(Exit::NotStarted { code, .. }) => *code,
-        Err(_) => 125,
-    };
-    trace("container exited");
-    if args.rm {
-        container.remove(&store)?;
-    } else {
-        let _ = container.set_exited(code);
-    }
-    trace("cleaned up");
-    match result? {
-        Exit::Status(c) => Ok(c),
-        Exit::NotStarted { code, message } => {
-            eprintln!("Error: {}", message);
-            Ok(code)
+    ) {
+        Ok(spec) => spec,
+        Err(e) => {
+            if let Some(u) = userns {
+                let _ = u.finish();
+            }
+            let _ = container.remove(&store);
+            return Err(e);
         }
-    }
+    };
+    Ok((store, container, spec, userns))
+}
+
+fn limit_flags(args: &RunArgs) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    let mut add = |k: &str, val: Option<String>| {
+        if let Some(val) = val {
+            v.push((k.to_string(), val));
+        }
+    };
+    add("memory", args.memory.clone());
+    add("memory-swap", args.memory_swap.clone());
+    add("cpus", args.cpus.clone());
+    add("cpu-shares", args.cpu_shares.map(|c| c.to_string()));
+    add("pids-limit", args.pids_limit.map(|c| c.to_string()));
+    v
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start(
+fn write_spec(
     ids: &IdMapping,
-    userns: Option<PendingUserNamespace>,
     args: &RunArgs,
-    image: &ImageRecord,
     cfg: &oci_spec::image::Config,
     layers_top_first: &[PathBuf],
-    container: &mut Container,
+    container: &Container,
     command: Vec<String>,
     binds: Vec<(String, String, bool)>,
     tmpfs: Vec<(String, String)>,
     capabilities: Vec<String>,
     env_extra: Vec<String>,
-) -> Result<Exit> {
+) -> Result<Spec> {
     let user_spec = args.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
     let passwd = read_image_file(layers_top_first, "/etc/passwd");
     let group = read_image_file(layers_top_first, "/etc/group");
@@ -242,33 +300,7 @@ fn start(
         tmpfs,
     })?;
     crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
-    let etc_files = etc_files(&hostname);
-    let scaffold = crate::ns::mountpoints::missing(layers_top_first);
-    trace("spec and files written");
-    if let Some(userns) = userns {
-        userns.finish()?;
-    }
-    trace("user namespace entered");
-    run_container(
-        &spec,
-        &RunOptions {
-            rootfs: RootfsPlan {
-                lowerdirs: layers_top_first.iter().rev().cloned().collect(),
-                upper: container.dir.join("upper"),
-                work: container.dir.join("work"),
-                target: container.dir.join("rootfs"),
-                etc_files,
-                scaffold,
-            },
-            stdin: args.interactive,
-            own_network,
-            init: args.init,
-            tty: args.tty,
-        },
-    )
-    .with_context(|| {
-        format!("starting a container from {}", image.names.first().map(String::as_str).unwrap_or(image.short_id()))
-    })
+    Ok(spec)
 }
 
 /// The image from the store, unless this run must pull it.
@@ -362,15 +394,4 @@ fn parse_tmpfs(t: &str) -> Result<(String, String)> {
     }
     refuse_proc_destination(dst, t)?;
     Ok((dst.to_string(), opts.to_string()))
-}
-
-/// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
-fn etc_files(hostname: &str) -> Vec<(String, String)> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", hostname);
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    vec![
-        ("/etc/hostname".into(), format!("{}\n", hostname)),
-        ("/etc/hosts".into(), hosts),
-        ("/etc/resolv.conf".into(), resolv),
-    ]
 }

@@ -1,5 +1,12 @@
-//! Containers on disk: `containers/<id>/` holds the OCI runtime config, the state, the
-//! writable layer (`upper/`, `work/`), the rootfs mount point and generated /etc files.
+//! Containers on disk: `containers/<id>/` holds the OCI runtime config (`config.json`),
+//! the state (`state.json`), the log (`log.json`), the writable layer (`upper/`,
+//! `work/`) and the rootfs mount point. Changes of state happen under the container's
+//! lock (`.lock` in its directory).
+pub mod control;
+pub mod launch;
+pub mod limits;
+pub mod log;
+pub mod process;
 pub mod spec;
 pub mod user;
 
@@ -22,10 +29,60 @@ pub struct State {
     pub layers: Vec<String>,
     pub command: Vec<String>,
     pub created: String,
-    /// created, running, exited
+    /// created, running, paused, exited
     pub status: String,
     pub exit_code: Option<i32>,
     pub finished_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The container's first process as the host sees it, with its start time (from
+    /// /proc/PID/stat) so that a reused pid is never taken for the container.
+    #[serde(default)]
+    pub pid: Option<Process>,
+    /// The husk process that watches a detached container (or the foreground husk).
+    #[serde(default)]
+    pub monitor: Option<Process>,
+    #[serde(default)]
+    pub settings: Settings,
+    /// The container's cgroup directory, when husk made one.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+}
+
+/// A process identified beyond its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// How the container runs, beyond its OCI config: what `start` needs again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Settings {
+    /// --rm
+    pub auto_remove: bool,
+    pub tty: bool,
+    pub interactive: bool,
+    pub init: bool,
+    /// --network none
+    pub own_network: bool,
+    /// The image's STOPSIGNAL, if any.
+    pub stop_signal: Option<String>,
+    /// --cgroup-parent, relative to the cgroup2 mount.
+    pub cgroup_parent: Option<String>,
+    /// Resource limits as given on the command line (parsed again at each start).
+    pub limits: Vec<(String, String)>,
+}
+
+/// What a new container is made of.
+pub struct NewContainer<'a> {
+    pub name: Option<&'a str>,
+    pub image: &'a str,
+    pub image_id: &'a str,
+    pub layers: Vec<String>,
+    pub command: Vec<String>,
+    pub status: &'a str,
+    pub settings: Settings,
 }
 
 pub struct Container {
@@ -137,15 +194,8 @@ impl Container {
     /// Creates the container's directory, reserves a unique name and writes the state
     /// once, with `status`. The caller holds the store's writers lock, so garbage
     /// collection sees the state (and keeps the layers) from the start.
-    pub fn create(
-        store: &Store,
-        name: Option<&str>,
-        image: &str,
-        image_id: &str,
-        layers: Vec<String>,
-        command: Vec<String>,
-        status: &str,
-    ) -> Result<Container> {
+    pub fn create(store: &Store, new: NewContainer) -> Result<Container> {
+        let NewContainer { name, image, image_id, layers, command, status, settings } = new;
         fs::create_dir_all(names_dir(store))?;
         fs::create_dir_all(containers_dir(store))?;
         let id = random_id()?;
@@ -181,6 +231,11 @@ impl Container {
             status: status.into(),
             exit_code: None,
             finished_at: None,
+            started_at: None,
+            pid: None,
+            monitor: None,
+            settings,
+            cgroup: None,
         };
         let c = Container { dir, state };
         c.save()?;
@@ -197,6 +252,8 @@ impl Container {
 
     pub fn set_exited(&mut self, code: i32) -> Result<()> {
         self.state.status = "exited".into();
+        self.state.pid = None;
+        self.state.monitor = None;
         self.state.exit_code = Some(code);
         self.state.finished_at = Some(rfc3339(std::time::SystemTime::now()));
         self.save()
@@ -209,5 +266,86 @@ impl Container {
         release_name(store, &self.state.name, &self.state.id);
         let _ = fs::remove_dir(self.dir.join("work/work"));
         remove_tree(&self.dir)
+    }
+
+    /// The container named by a name, a full id or a unique id prefix.
+    pub fn find(store: &Store, what: &str) -> Result<Container> {
+        let dir = containers_dir(store);
+        let by_name = fs::read_to_string(names_dir(store).join(what)).ok().filter(|_| validate_name(what).is_ok());
+        if let Some(id) = by_name.filter(|id| dir.join(id).join("state.json").is_file()) {
+            return Container::load(store, &id);
+        }
+        if what.len() >= 1 && what.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<String> = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(what))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match matches.len() {
+                1 => return Container::load(store, &matches[0]),
+                0 => {}
+                _ => bail!("container id prefix {:?} is ambiguous ({} containers match)", what, matches.len()),
+            }
+        }
+        bail!("no such container: {}", what)
+    }
+
+    pub fn load(store: &Store, id: &str) -> Result<Container> {
+        let dir = containers_dir(store).join(id);
+        let data = fs::read(dir.join("state.json")).with_context(|| format!("no such container: {}", id))?;
+        let state = serde_json::from_slice(&data).with_context(|| format!("reading the state of container {}", id))?;
+        Ok(Container { dir, state })
+    }
+
+    /// Reads the state again (another process may have changed it).
+    pub fn reload(&mut self) -> Result<()> {
+        let data =
+            fs::read(self.dir.join("state.json")).with_context(|| format!("no such container: {}", self.state.id))?;
+        self.state = serde_json::from_slice(&data)?;
+        Ok(())
+    }
+
+    /// The container's lock; every change of its state happens under it.
+    pub fn lock(&self) -> Result<FileLock> {
+        if !self.dir.is_dir() {
+            bail!("no such container: {}", self.state.id);
+        }
+        FileLock::exclusive(&self.dir.join(".lock"))
+    }
+
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec> {
+        let data = fs::read(self.dir.join("config.json")).context("reading the container's config.json")?;
+        serde_json::from_slice(&data).context("parsing the container's config.json")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("log.json")
+    }
+
+    /// The container's first process, if it is still the one husk started.
+    pub fn live_pid(&self) -> Option<i32> {
+        self.state.pid.filter(|p| process::is_alive(p)).map(|p| p.pid)
+    }
+
+    /// Whether the status says running or paused.
+    pub fn is_up(&self) -> bool {
+        matches!(self.state.status.as_str(), "running" | "paused")
+    }
+
+    /// A container marked up whose monitor died (killed with -9, say) is not left
+    /// "running" forever: its process is killed and it is recorded as exited (137).
+    /// Call under the lock.
+    pub fn reap_orphan(&mut self) -> Result<bool> {
+        if !self.is_up() || self.state.monitor.map(|m| process::is_alive(&m)).unwrap_or(false) {
+            return Ok(false);
+        }
+        if let Some(pid) = self.live_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        self.set_exited(137)?;
+        Ok(true)
     }
 }

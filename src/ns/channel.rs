@@ -14,6 +14,8 @@ enum Message {
     /// The container's process could not be set up or started: the exit code to
     /// report (125 setup, 126 not executable, 127 not found) and why.
     ContainerFailed { code: i32, message: String },
+    /// From a detached container's monitor: the command runs and its state is recorded.
+    MonitorStarted,
 }
 
 /// What became of the container's process.
@@ -102,6 +104,21 @@ impl Channel {
             None => Ok(StartOutcome::Started),
             Some(Message::ContainerFailed { code, message }) => Ok(StartOutcome::Failed { code, message }),
             Some(other) => bail!("unexpected message {:?} while the container starts", other),
+        }
+    }
+
+    /// From a monitor to the husk that forked it: the container runs.
+    pub fn report_monitor_started(&mut self) -> Result<()> {
+        self.send(&Message::MonitorStarted)
+    }
+
+    /// In the husk that forked a monitor: waits until the container runs or failed.
+    pub fn wait_for_monitor(&mut self) -> Result<StartOutcome> {
+        match self.recv_or_eof().context("waiting for the container's monitor")? {
+            Some(Message::MonitorStarted) => Ok(StartOutcome::Started),
+            Some(Message::ContainerFailed { code, message }) => Ok(StartOutcome::Failed { code, message }),
+            None => bail!("the container's monitor ended before the container started"),
+            Some(other) => bail!("unexpected message {:?} from the monitor", other),
         }
     }
 

@@ -3,6 +3,7 @@ pub mod caps;
 pub mod channel;
 pub mod exec;
 pub mod idmap;
+pub mod join;
 pub mod mountpoints;
 pub mod net;
 pub mod rootfs;

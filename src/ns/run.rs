@@ -19,12 +19,14 @@ use super::channel::{Channel, StartOutcome};
 use super::exec;
 use super::rootfs::{self, RootfsPlan};
 use super::tty;
+use crate::container::log::{LogWriter, Stream};
 use anyhow::{Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::Spec;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const SETUP_FAILED: i32 = 125;
 
@@ -39,6 +41,11 @@ pub struct RunOptions {
     pub init: bool,
     /// A pseudo-terminal as the container's stdio and /dev/console (-t).
     pub tty: bool,
+    /// Detached: the container's output goes to this log (through this process)
+    /// instead of husk's own stdout and stderr.
+    pub log: Option<std::path::PathBuf>,
+    /// The cgroup (v2 directory) the container's processes go into.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// How the container ended.
@@ -59,7 +66,9 @@ const FORWARDED: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
-pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
+/// Runs the container to its end. `started` is called with the host pid of the
+/// container's first process once it has exec'd the command.
+pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Exit> {
     let mut waited = SigSet::empty();
     for s in FORWARDED {
         waited.add(s);
@@ -69,6 +78,8 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
 
     let (mut parent_end, mut child_end) = Channel::pair()?;
     let pty = if opts.tty { Some(tty::open()?) } else { None };
+    let mut log = opts.log.as_deref().map(LogWriter::open).transpose()?;
+    let pipes = if log.is_some() && pty.is_none() { Some(OutputPipes::new()?) } else { None };
     unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
     // SAFETY: husk is single-threaded here (pull's threads have ended), so the child
     // may allocate and run ordinary code until it execs or exits.
@@ -77,6 +88,12 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
             drop(parent_end);
             let _ = SigSet::empty().thread_set_mask();
             let slave = pty.map(|p| p.slave);
+            if let Some(p) = pipes {
+                if let Err(e) = p.become_stdout_and_stderr() {
+                    let _ = child_end.report_container_failure(SETUP_FAILED, &format!("{:#}", e));
+                    std::process::exit(SETUP_FAILED);
+                }
+            }
             let failure = match child(spec, opts, slave.as_ref(), &waited, &mut child_end) {
                 Ok(never) => match never {},
                 Err(f) => f,
@@ -86,12 +103,21 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
         }
         ForkResult::Parent { child } => {
             drop(child_end);
+            let outputs = pipes.map(OutputPipes::into_read_ends);
             let master = pty.map(|p| p.master);
-            let _raw = master.as_ref().filter(|_| opts.stdin).map(|_| tty::RawMode::enter());
+            let _raw = master.as_ref().filter(|_| opts.stdin && log.is_none()).map(|_| tty::RawMode::enter());
             let outcome = parent_end.wait_for_exec()?;
             crate::util::trace("container process exec'd");
             match outcome {
-                StartOutcome::Started => Ok(Exit::Status(supervise(child, &waited, master.as_ref(), opts.stdin)?)),
+                StartOutcome::Started => {
+                    if let Err(e) = started(child) {
+                        let _ = kill(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        return Err(e);
+                    }
+                    let io = Io { master: master.as_ref(), forward_stdin: opts.stdin, log: log.as_mut(), outputs };
+                    Ok(Exit::Status(supervise(child, &waited, io)?))
+                }
                 StartOutcome::Failed { code, message } => {
                     let _ = waitpid(child, None);
                     if code == SETUP_FAILED {
@@ -104,17 +130,30 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> Result<Exit> {
     }
 }
 
+/// Where the container's output goes while the parent supervises it.
+struct Io<'a> {
+    /// The pty master (-t): copied to husk's stdout, or to the log when detached.
+    master: Option<&'a OwnedFd>,
+    forward_stdin: bool,
+    log: Option<&'a mut LogWriter>,
+    /// Detached without -t: the read ends of the container's stdout and stderr.
+    outputs: Option<[OwnedFd; 2]>,
+}
+
 /// The parent's loop, single-threaded (a process that unshared its pid namespace may
-/// not start threads): forwards signals, relays the pty, and returns the exit status.
-fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>, forward_stdin: bool) -> Result<i32> {
+/// not start threads): forwards signals, relays the pty or the output pipes, and
+/// returns the exit status.
+fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
     let signals = SignalFd::with_flags(waited, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
     let stdin = std::io::stdin();
+    let master = io.master;
     let mut master_open = master.is_some();
-    let mut stdin_open = master.is_some() && forward_stdin;
-    if let Some(m) = master {
+    let mut stdin_open = master.is_some() && io.forward_stdin && io.log.is_none();
+    let mut outputs_open = [io.outputs.is_some(); 2];
+    if let (Some(m), None) = (master, &io.log) {
         tty::sync_window_size(m);
     }
     loop {
@@ -124,6 +163,13 @@ fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>,
         }
         if stdin_open {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(outs) = &io.outputs {
+            for (i, fd) in outs.iter().enumerate() {
+                if outputs_open[i] {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+            }
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -135,21 +181,35 @@ fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>,
         let mut next = 1;
         if let (Some(m), true) = (master, master_open) {
             if ready[next] {
-                master_open = tty::pump(m.as_fd(), std::io::stdout().as_fd());
+                master_open = match io.log.as_deref_mut() {
+                    Some(log) => log_some(m, log, Stream::Stdout),
+                    None => tty::pump(m.as_fd(), std::io::stdout().as_fd()),
+                };
             }
             next += 1;
         }
-        if stdin_open && ready[next] {
-            if let Some(m) = master {
-                stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
+        if stdin_open {
+            if ready[next] {
+                if let Some(m) = master {
+                    stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
+                }
+            }
+            next += 1;
+        }
+        if let (Some(outs), Some(log)) = (&io.outputs, io.log.as_deref_mut()) {
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                if outputs_open[i] {
+                    if ready[next] {
+                        outputs_open[i] = log_some(&outs[i], log, stream);
+                    }
+                    next += 1;
+                }
             }
         }
         if !ready[0] {
             continue;
         }
-        let Some(info) = signals.read_signal().context("reading a signal")? else {
-            continue;
-        };
+        let Some(info) = signals.read_signal().context("reading a signal")? else { continue };
         let sig = Signal::try_from(info.ssi_signo as i32).context("unknown signal")?;
         if let (Signal::SIGWINCH, Some(m)) = (sig, master) {
             // The kernel tells the container's foreground process group itself.
@@ -161,26 +221,96 @@ fn supervise(child: Pid, waited: &SigSet, master: Option<&std::os::fd::OwnedFd>,
             continue;
         }
         loop {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(drain_then(master, master_open, code)),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(drain_then(master, master_open, 128 + s as i32)),
+            let code = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => code,
+                Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e).context("waiting for the container"),
-            }
+            };
+            drain(&mut io, master_open, outputs_open);
+            return Ok(code);
         }
     }
 }
 
-/// Copies what the container wrote to the pty before it exited.
-fn drain_then(master: Option<&std::os::fd::OwnedFd>, open: bool, code: i32) -> i32 {
-    use std::os::fd::{AsFd, AsRawFd};
-    if let (Some(m), true) = (master, open) {
-        let _ = nix::fcntl::fcntl(m.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-        while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {}
+/// Reads what is there into the log; false at the end of the stream.
+fn log_some(fd: &OwnedFd, log: &mut LogWriter, stream: Stream) -> bool {
+    let mut buf = [0u8; 16384];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            log.write(stream, &buf[..n]);
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        Err(_) => false,
     }
-    code
+}
+
+/// Copies what the container wrote before it exited. Its whole pid namespace is gone
+/// by now, so every writer has closed its end.
+fn drain(io: &mut Io, master_open: bool, outputs_open: [bool; 2]) {
+    use std::os::fd::AsFd;
+    let nonblocking = |fd: &OwnedFd| {
+        let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    };
+    if let (Some(m), true) = (io.master, master_open) {
+        nonblocking(m);
+        match io.log.as_deref_mut() {
+            Some(log) => while log_some_nonblocking(m, log, Stream::Stdout) {},
+            None => while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {},
+        }
+    }
+    if let (Some(outs), Some(log)) = (&io.outputs, io.log.as_deref_mut()) {
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            if outputs_open[i] {
+                nonblocking(&outs[i]);
+                while log_some_nonblocking(&outs[i], log, stream) {}
+            }
+        }
+    }
+    if let Some(log) = io.log.as_deref_mut() {
+        log.flush();
+    }
+}
+
+fn log_some_nonblocking(fd: &OwnedFd, log: &mut LogWriter, stream: Stream) -> bool {
+    let mut buf = [0u8; 16384];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            log.write(stream, &buf[..n]);
+            true
+        }
+    }
+}
+
+/// The container's stdout and stderr as pipes, when detached without a pty.
+struct OutputPipes {
+    read: [OwnedFd; 2],
+    write: [OwnedFd; 2],
+}
+
+impl OutputPipes {
+    fn new() -> Result<OutputPipes> {
+        let flags = nix::fcntl::OFlag::O_CLOEXEC;
+        let (r1, w1) = nix::unistd::pipe2(flags).context("creating the stdout pipe")?;
+        let (r2, w2) = nix::unistd::pipe2(flags).context("creating the stderr pipe")?;
+        Ok(OutputPipes { read: [r1, r2], write: [w1, w2] })
+    }
+
+    /// In the child: the write ends become fds 1 and 2 (dup2 clears close-on-exec).
+    fn become_stdout_and_stderr(self) -> Result<()> {
+        nix::unistd::dup2(self.write[0].as_raw_fd(), 1).context("redirecting stdout")?;
+        nix::unistd::dup2(self.write[1].as_raw_fd(), 2).context("redirecting stderr")?;
+        Ok(())
+    }
+
+    fn into_read_ends(self) -> [OwnedFd; 2] {
+        self.read
+    }
 }
 
 type Failure = (i32, String);
@@ -198,7 +328,12 @@ fn child(
     waited: &SigSet,
     channel: &mut Channel,
 ) -> std::result::Result<Never, Failure> {
-    // a. namespaces
+    // a. cgroup (while the path still names the host's hierarchy), namespaces
+    if let Some(cg) = &opts.cgroup {
+        setup(
+            std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("joining cgroup {}", cg.display())),
+        )?;
+    }
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if opts.own_network {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -255,6 +390,9 @@ fn child(
     let cwd = process.cwd();
     setup(nix::unistd::chdir(cwd.as_path()).with_context(|| format!("working directory {}", cwd.display())))?;
     setup(close_other_fds_on_exec())?;
+    // The container dies with husk (or its monitor), even if that is killed with -9.
+    // Set after the id switch, which would clear it.
+    setup(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal"))?;
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
     if opts.init {

@@ -1,0 +1,51 @@
+use super::Ctx;
+use crate::container::{launch, Container};
+use anyhow::{bail, Result};
+
+/// Start stopped containers
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// Attach: run in the foreground with this terminal's output (and exit status)
+    #[arg(short, long)]
+    pub attach: bool,
+    /// With -a, forward stdin
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, args: StartArgs) -> Result<i32> {
+    if !args.attach {
+        return start_detached(ctx, &args.containers);
+    }
+    if args.containers.len() != 1 {
+        bail!("start -a takes exactly one container");
+    }
+    let store = ctx.store()?;
+    let userns = crate::ns::userns::begin_user_namespace()?;
+    let mut c = Container::find(&store, &args.containers[0])?;
+    if c.is_up() && c.live_pid().is_some() {
+        bail!("container {} is already running", args.containers[0]);
+    }
+    c.state.settings.interactive = args.interactive;
+    let spec = c.spec()?;
+    launch::foreground(&store, c, &spec, Some(userns))
+}
+
+/// Starts each container under its own monitor; prints each name as given.
+pub fn start_detached(ctx: &Ctx, names: &[String]) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut userns = Some(crate::ns::userns::begin_user_namespace()?);
+    super::each(names, |name| {
+        let c = Container::find(&store, name)?;
+        if c.is_up() && c.live_pid().is_some() {
+            return Ok(());
+        }
+        let spec = c.spec()?;
+        match launch::detached(&store, c, &spec, userns.take())? {
+            0 => Ok(()),
+            code => bail!("container {} could not start (exit status {})", name, code),
+        }
+    })
+}

@@ -1,0 +1,82 @@
+//! Acting on running containers from another husk process: signals, waiting for the
+//! end, stopping.
+use super::{process, Container};
+use anyhow::{bail, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// Parses a signal as Docker accepts it: `KILL`, `SIGKILL` or `9`.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| anyhow::anyhow!("invalid signal: {}", s));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{}", upper) };
+    name.parse::<Signal>().map_err(|_| anyhow::anyhow!("invalid signal: {}", s))
+}
+
+/// Sends `sig` to the container's first process.
+pub fn signal(c: &Container, sig: Signal) -> Result<()> {
+    let Some(pid) = c.live_pid().filter(|_| c.is_up()) else { bail!("container {} is not running", c.state.name) };
+    kill(Pid::from_raw(pid), sig).map_err(|e| anyhow::anyhow!("signalling container {}: {}", c.state.name, e))
+}
+
+/// Waits until the container is no longer up (its monitor recorded the exit), or the
+/// timeout passes; true when it ended. Orphans (monitor gone) are reaped on the way.
+pub fn wait_until_down(c: &mut Container, timeout: Option<Duration>) -> Result<bool> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if c.reload().is_err() {
+            return Ok(true); // removed (--rm)
+        }
+        if !c.is_up() {
+            return Ok(true);
+        }
+        if !c.state.monitor.map(|m| process::is_alive(&m)).unwrap_or(false) {
+            let _l = c.lock()?;
+            c.reload()?;
+            c.reap_orphan()?;
+            return Ok(true);
+        }
+        if timeout.map(|t| start.elapsed() >= t).unwrap_or(false) {
+            return Ok(false);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Docker's stop: the stop signal, then SIGKILL after `grace`.
+pub fn stop(c: &mut Container, grace: Duration) -> Result<()> {
+    if !c.is_up() {
+        return Ok(());
+    }
+    let sig = match &c.state.settings.stop_signal {
+        Some(s) => parse_signal(s)?,
+        None => Signal::SIGTERM,
+    };
+    if c.state.status == "paused" {
+        let _ = thaw(c);
+    }
+    let _ = signal(c, sig);
+    if !wait_until_down(c, Some(grace))? {
+        let _ = signal(c, Signal::SIGKILL);
+        wait_until_down(c, Some(Duration::from_secs(10)))?;
+    }
+    Ok(())
+}
+
+/// Lets a paused container run again so that it can receive its stop signal.
+fn thaw(c: &Container) -> Result<()> {
+    if let Some(cg) = &c.state.cgroup {
+        return crate::cgroup::ContainerCgroup::open(cg)?.thaw();
+    }
+    if let Some(pid) = c.live_pid() {
+        for p in super::process::in_same_pid_namespace(pid) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Starting a container that exists on disk: in the foreground (husk waits, its own
+//! stdio is the container's), or detached under a monitor.
+//!
+//! The monitor is a fork of the husk process that starts the container, never a new
+//! exec of a binary on disk, so nothing the container can reach is ever run by it. It
+//! leaves the caller's session, becomes the container's parent, writes the
+//! container's output to the log, records the exit and applies --rm, then exits with
+//! the container. Each container has its own; no process is shared between them.
+use super::{process, Container};
+use crate::layers::store::Store;
+use crate::ns::channel::{Channel, StartOutcome};
+use crate::ns::rootfs::RootfsPlan;
+use crate::ns::run::{run as run_container, Exit, RunOptions};
+use crate::ns::userns::PendingUserNamespace;
+use crate::util::rfc3339;
+use anyhow::{bail, Context, Result};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::Spec;
+use std::path::PathBuf;
+
+/// The run options of a container from what is stored about it.
+pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) -> Result<RunOptions> {
+    let lowerdirs: Vec<PathBuf> = c.state.layers.iter().map(|l| store.layer_diff(l)).collect::<Result<_>>()?;
+    let top_first: Vec<PathBuf> = lowerdirs.iter().rev().cloned().collect();
+    let hostname = spec.hostname().clone().unwrap_or_else(|| c.short_id().to_string());
+    let s = &c.state.settings;
+    Ok(RunOptions {
+        rootfs: RootfsPlan {
+            scaffold: crate::ns::mountpoints::missing(&top_first),
+            lowerdirs,
+            upper: c.dir.join("upper"),
+            work: c.dir.join("work"),
+            target: c.dir.join("rootfs"),
+            etc_files: etc_files(&hostname),
+        },
+        stdin: s.interactive && !detached,
+        own_network: s.own_network,
+        init: s.init,
+        tty: s.tty,
+        log: detached.then(|| c.log_path()),
+        cgroup: None,
+    })
+}
+
+fn etc_files(hostname: &str) -> Vec<(String, String)> {
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", hostname);
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    vec![
+        ("/etc/hostname".into(), format!("{}\n", hostname)),
+        ("/etc/hosts".into(), hosts),
+        ("/etc/resolv.conf".into(), resolv),
+    ]
+}
+
+/// Makes the container's cgroup for this start and records it (in memory: the state
+/// is written when the process runs).
+fn join_cgroup(c: &mut Container) -> Result<Option<PathBuf>> {
+    let s = &c.state.settings;
+    let cg = super::limits::prepare(&c.state.id, &s.limits, s.cgroup_parent.as_deref())?;
+    c.state.cgroup = cg.clone();
+    Ok(cg)
+}
+
+/// Records that the container's process runs, watched by `monitor`.
+fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Result<()> {
+    let cgroup = c.state.cgroup.clone();
+    let _l = c.lock()?;
+    c.reload()?;
+    c.state.status = "running".into();
+    c.state.pid = process::identify(pid.as_raw());
+    c.state.monitor = process::identify(monitor.as_raw());
+    c.state.started_at = Some(rfc3339(std::time::SystemTime::now()));
+    c.state.cgroup = cgroup;
+    c.state.exit_code = None;
+    c.state.finished_at = None;
+    c.save()
+}
+
+/// Records the end (or removes the container, with --rm).
+fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<()> {
+    if let Some(cg) = c.state.cgroup.take() {
+        let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
+    }
+    let lock = c.lock()?;
+    c.reload()?;
+    c.state.cgroup = None;
+    if c.state.settings.auto_remove {
+        drop(lock);
+        return c.remove(store);
+    }
+    c.set_exited(code)
+}
+
+/// Runs the container with husk's own stdio and returns its exit status.
+pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
+    let mut opts = run_options(store, &c, spec, false)?;
+    crate::util::trace("spec and files written");
+    if let Some(userns) = userns {
+        userns.finish()?;
+    }
+    opts.cgroup = join_cgroup(&mut c)?;
+    crate::util::trace("user namespace entered");
+    let me = nix::unistd::getpid();
+    let result = run_container(spec, &opts, &mut |pid| record_started(&mut c, pid, me));
+    let code = match &result {
+        Ok(Exit::Status(c)) => *c,
+        Ok(Exit::NotStarted { code, .. }) => *code,
+        Err(_) => 125,
+    };
+    crate::util::trace("container exited");
+    record_exit(store, c, code)?;
+    crate::util::trace("cleaned up");
+    match result.with_context(|| format!("starting container {}", spec.hostname().clone().unwrap_or_default()))? {
+        Exit::Status(c) => Ok(c),
+        Exit::NotStarted { code, message } => {
+            eprintln!("Error: {}", message);
+            Ok(code)
+        }
+    }
+}
+
+/// Starts the container under its own monitor and returns once its command runs.
+/// Errors before that (a missing command: 126/127) come back as `Err`/the code.
+pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
+    let mut opts = run_options(store, &c, spec, true)?;
+    if let Some(userns) = userns {
+        userns.finish()?;
+    }
+    let mut c = c;
+    opts.cgroup = join_cgroup(&mut c)?;
+    let (mut cli_end, mut monitor_end) = Channel::pair()?;
+    // SAFETY: husk is single-threaded here (a pull's threads have ended and no lock is
+    // held); the monitor runs ordinary code and leaves with process::exit.
+    match unsafe { fork() }.context("forking the container's monitor")? {
+        ForkResult::Child => {
+            drop(cli_end);
+            let code = monitor(store, c, spec, &opts, &mut monitor_end);
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop(monitor_end);
+            let outcome = cli_end.wait_for_monitor();
+            // The monitor has left our session and lives on; the kernel's init (or a
+            // subreaper) reaps it, not us.
+            let _ = child;
+            match outcome? {
+                StartOutcome::Started => Ok(0),
+                StartOutcome::Failed { code, message } if code == 125 => bail!("{}", message),
+                StartOutcome::Failed { code, message } => {
+                    eprintln!("Error: {}", message);
+                    Ok(code)
+                }
+            }
+        }
+    }
+}
+
+/// The monitor's life: detach, run the container with its output to the log, record
+/// the exit. Returns the monitor's own exit code.
+fn monitor(store: &Store, mut c: Container, spec: &Spec, opts: &RunOptions, channel: &mut Channel) -> i32 {
+    let _ = nix::unistd::setsid();
+    if let Err(e) = stdio_to_null() {
+        let _ = channel.report_container_failure(125, &format!("{:#}", e));
+        return 125;
+    }
+    let me = nix::unistd::getpid();
+    let mut told = false;
+    let result = run_container(spec, opts, &mut |pid| {
+        record_started(&mut c, pid, me)?;
+        told = true;
+        channel.report_monitor_started()
+    });
+    let code = match result {
+        Ok(Exit::Status(code)) => code,
+        Ok(Exit::NotStarted { code, message }) => {
+            let _ = channel.report_container_failure(code, &message);
+            code
+        }
+        Err(e) => {
+            if !told {
+                let _ = channel.report_container_failure(125, &format!("{:#}", e));
+            }
+            125
+        }
+    };
+    let _ = record_exit(store, c, code);
+    0
+}
+
+fn stdio_to_null() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+    for fd in 0..=2 {
+        nix::unistd::dup2(null.as_raw_fd(), fd).context("redirecting the monitor's stdio")?;
+    }
+    Ok(())
+}
