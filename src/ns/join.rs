@@ -524,6 +524,16 @@ mod tests {
     }
 
     #[test]
+    fn a_process_is_joined_only_with_its_start_time() {
+        let me = crate::container::process::identify(std::process::id() as i32).unwrap();
+        // our own namespaces: nothing to join
+        assert!(open_namespaces(&me).unwrap().is_empty());
+        let reused = Process { pid: me.pid, start_time: me.start_time + 1 };
+        let e = open_namespaces(&reused).unwrap_err().to_string();
+        assert!(e.contains("not running"), "{}", e);
+    }
+
+    #[test]
     fn start_time_of_this_process() {
         let me = File::open("/proc/self").unwrap();
         let pid = std::process::id() as i32;
