@@ -3,7 +3,7 @@ use crate::container::Container;
 use crate::ns::join::{exec, ExecOptions};
 use crate::ns::run::Exit;
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Run a command in a running container
 #[derive(clap::Args, Debug)]
@@ -43,11 +43,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<i32> {
     if let Some(w) = args.workdir.as_deref().filter(|w| !w.starts_with('/')) {
         bail!("the working directory {:?} is not an absolute path", w);
     }
-    let mut env = Vec::new();
-    for f in &args.env_file {
-        env.extend(read_env_file(f)?);
-    }
-    env.extend(args.env.iter().filter_map(|e| expand_env(e)));
+    let env = super::run::env_from_flags(&args.env, &args.env_file)?;
 
     let store = ctx.store()?;
     let c = Container::find(&store, &args.container)?;
@@ -82,18 +78,4 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<i32> {
             Ok(code)
         }
     }
-}
-
-/// `KEY` alone takes the value from husk's environment; an unset KEY is left out.
-fn expand_env(e: &str) -> Option<String> {
-    if e.contains('=') {
-        Some(e.to_string())
-    } else {
-        std::env::var(e).ok().map(|v| format!("{}={}", e, v))
-    }
-}
-
-fn read_env_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {}", path.display()))?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(expand_env).collect())
 }

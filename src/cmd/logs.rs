@@ -32,15 +32,17 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<i32> {
         entries.drain(..skip);
     }
     print(&entries, args.timestamps);
-    while args.follow {
-        let up = c.reload().is_ok() && c.is_up() && c.live_pid().is_some();
-        let (more, next) = log::read_from(&path, offset)?;
-        offset = next;
-        print(&more, args.timestamps);
-        if !up && more.is_empty() {
-            break;
+    if args.follow {
+        loop {
+            let up = c.reload().is_ok() && c.is_up() && c.live_pid().is_some();
+            let (more, next) = log::read_from(&path, offset)?;
+            offset = next;
+            print(&more, args.timestamps);
+            if !up && more.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(0)
 }

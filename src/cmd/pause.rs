@@ -1,9 +1,10 @@
 //! `husk pause` / `husk unpause`: with the container's cgroup, the cgroup v2 freezer;
 //! without one, SIGSTOP / SIGCONT to every process of the container's pid namespace
 //! (sent from the host, so its pid 1 stops too).
-use super::top::{namespace_procs, ProcStat};
+use super::top::ProcStat;
 use super::Ctx;
 use crate::cgroup::ContainerCgroup;
+use crate::container::process::namespace_procs;
 use crate::container::Container;
 use crate::layers::store::Store;
 use anyhow::{bail, Result};

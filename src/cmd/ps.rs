@@ -1,5 +1,5 @@
 use super::{Ctx, Format};
-use crate::container::{self, Container, State};
+use crate::container::{self, State};
 use crate::util::{human_ago, parse_rfc3339};
 use anyhow::{bail, Result};
 
@@ -33,8 +33,7 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
         }
     }
     let mut states: Vec<State> = Vec::new();
-    for s in container::list(&store)? {
-        let mut c = Container::load(&store, &s.id)?;
+    for mut c in container::all(&store)? {
         if c.is_up() && !c.state.monitor.map(|m| container::process::is_alive(&m)).unwrap_or(false) {
             let _l = c.lock()?;
             c.reload()?;

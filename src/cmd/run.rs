@@ -1,5 +1,5 @@
 use super::Ctx;
-use crate::container::spec::{build, SpecInput};
+use crate::container::spec::{build, set_env, SpecInput};
 use crate::container::user::{read_image_file, resolve as resolve_user};
 use crate::container::{launch, Container, NewContainer, Settings};
 use crate::fetch::manifest::PlatformSpec;
@@ -139,19 +139,12 @@ pub fn create(
     let binds = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let tmpfs = args.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<Vec<_>>>()?;
     let capabilities = crate::ns::caps::resolve(&args.cap_add, &args.cap_drop)?;
-    let mut env_extra = Vec::new();
-    for f in &args.env_file {
-        env_extra.extend(read_env_file(f)?);
-    }
-    env_extra.extend(args.env.iter().filter_map(|e| expand_env(e)));
+    let env_extra = env_from_flags(&args.env, &args.env_file)?;
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
     }
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
-    if args.detach && args.rm && args.tty && args.interactive {
-        // Accepted as Docker does; there is no attach yet, so stdin stays closed.
-    }
 
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
@@ -342,10 +335,14 @@ fn command_line(args: &RunArgs, cfg: &oci_spec::image::Config) -> Result<Vec<Str
     Ok(all)
 }
 
-fn set_env(env: &mut Vec<String>, kv: &str) {
-    let key = kv.split('=').next().unwrap_or(kv);
-    env.retain(|e| e.split('=').next() != Some(key));
-    env.push(kv.to_string());
+/// The environment of `--env-file` files then `-e` flags, as run and exec take them.
+pub(super) fn env_from_flags(env: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        out.extend(read_env_file(f)?);
+    }
+    out.extend(env.iter().filter_map(|e| expand_env(e)));
+    Ok(out)
 }
 
 /// `KEY` alone takes the value from husk's environment; an unset KEY is left out.

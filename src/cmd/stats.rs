@@ -1,8 +1,9 @@
 //! `husk stats`: CPU, memory and process counts of containers, from their cgroup when
 //! they have one, otherwise summed over their processes in /proc.
-use super::top::{clock_ticks, namespace_procs, status_field, ProcStat};
+use super::top::{clock_ticks, status_field, ProcStat};
 use super::{Ctx, Format};
 use crate::cgroup::ContainerCgroup;
+use crate::container::process::namespace_procs;
 use crate::container::{self, Container};
 use anyhow::Result;
 use serde_json::json;

@@ -74,7 +74,7 @@ fn thaw(c: &Container) -> Result<()> {
         return crate::cgroup::ContainerCgroup::open(cg)?.thaw();
     }
     if let Some(pid) = c.live_pid() {
-        for p in super::process::in_same_pid_namespace(pid) {
+        for p in super::process::namespace_procs(pid)? {
             let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
         }
     }

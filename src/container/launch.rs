@@ -145,7 +145,7 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
             let _ = child;
             match outcome? {
                 StartOutcome::Started => Ok(0),
-                StartOutcome::Failed { code, message } if code == 125 => bail!("{}", message),
+                StartOutcome::Failed { code: 125, message } => bail!("{}", message),
                 StartOutcome::Failed { code, message } => {
                     eprintln!("Error: {}", message);
                     Ok(code)

@@ -131,6 +131,11 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// Every container's state.
 pub fn list(store: &Store) -> Result<Vec<State>> {
+    Ok(all(store)?.into_iter().map(|c| c.state).collect())
+}
+
+/// Every container, each state read once.
+pub fn all(store: &Store) -> Result<Vec<Container>> {
     let dir = containers_dir(store);
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(&dir) else {
@@ -138,8 +143,8 @@ pub fn list(store: &Store) -> Result<Vec<State>> {
     };
     for e in rd.flatten() {
         if let Ok(data) = fs::read(e.path().join("state.json")) {
-            if let Ok(s) = serde_json::from_slice::<State>(&data) {
-                out.push(s);
+            if let Ok(state) = serde_json::from_slice::<State>(&data) {
+                out.push(Container { dir: e.path(), state });
             }
         }
     }
@@ -275,7 +280,7 @@ impl Container {
         if let Some(id) = by_name.filter(|id| dir.join(id).join("state.json").is_file()) {
             return Container::load(store, &id);
         }
-        if what.len() >= 1 && what.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !what.is_empty() && what.bytes().all(|b| b.is_ascii_hexdigit()) {
             let matches: Vec<String> = fs::read_dir(&dir)
                 .map(|rd| {
                     rd.flatten()
@@ -327,7 +332,7 @@ impl Container {
 
     /// The container's first process, if it is still the one husk started.
     pub fn live_pid(&self) -> Option<i32> {
-        self.state.pid.filter(|p| process::is_alive(p)).map(|p| p.pid)
+        self.state.pid.filter(process::is_alive).map(|p| p.pid)
     }
 
     /// Whether the status says running or paused.

@@ -1,5 +1,7 @@
 //! Host processes of containers: identity beyond the pid, liveness.
 use super::Process;
+use anyhow::{bail, Context, Result};
+use std::fs;
 
 /// The start time of `pid` (clock ticks after boot, field 22 of /proc/PID/stat).
 pub fn start_time(pid: i32) -> Option<u64> {
@@ -23,6 +25,29 @@ pub fn is_alive(p: &Process) -> bool {
     !status.lines().any(|l| l.starts_with("State:") && (l.contains("Z (zombie)") || l.contains("X (dead)")))
 }
 
+/// The host pids of every process in the pid namespace of `pid` (the container's first
+/// process), found by comparing /proc/PID/ns/pid links. Refuses a process in husk's own
+/// pid namespace: that would be every process of the host.
+pub fn namespace_procs(pid: i32) -> Result<Vec<i32>> {
+    let link = |p: &str| fs::read_link(format!("/proc/{}/ns/pid", p));
+    let target = link(&pid.to_string())
+        .with_context(|| format!("reading the pid namespace of the container's process {}", pid))?;
+    if link("self").map(|own| own == target).unwrap_or(false) {
+        bail!("process {} is not in a pid namespace of its own", pid);
+    }
+    let mut out: Vec<i32> = fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| link(&p.to_string()).map(|l| l == target).unwrap_or(false))
+        .collect();
+    if !out.contains(&pid) {
+        out.push(pid);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,15 +58,10 @@ mod tests {
         assert!(is_alive(&me));
         assert!(!is_alive(&Process { pid: me.pid, start_time: me.start_time + 1 }));
     }
-}
 
-/// Host pids of every process in the pid namespace of `pid` (itself included).
-pub fn in_same_pid_namespace(pid: i32) -> Vec<i32> {
-    let ns = |p: i32| std::fs::read_link(format!("/proc/{}/ns/pid", p)).ok();
-    let Some(target) = ns(pid) else { return Vec::new() };
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| ns(*p).as_ref() == Some(&target))
-        .collect()
+    #[test]
+    fn own_pid_namespace_is_refused() {
+        let e = namespace_procs(std::process::id() as i32).unwrap_err();
+        assert!(e.to_string().contains("not in a pid namespace of its own"), "{}", e);
+    }
 }

@@ -106,3 +106,10 @@ pub fn build(i: &SpecInput) -> Result<Spec> {
     });
     serde_json::from_value(doc).context("building the OCI runtime config")
 }
+
+/// Sets `KEY=VALUE` in an environment list, replacing an earlier value of KEY.
+pub fn set_env(env: &mut Vec<String>, kv: &str) {
+    let key = kv.split('=').next().unwrap_or(kv);
+    env.retain(|e| e.split('=').next() != Some(key));
+    env.push(kv.to_string());
+}

@@ -27,8 +27,9 @@
 use super::caps;
 use super::channel::{Channel, StartOutcome};
 use super::exec;
-use super::run::Exit;
+use super::run::{close_other_fds_on_exec, setup, supervise, Exit, Failure, Io, Never, SETUP_FAILED};
 use super::tty;
+use crate::container::spec::set_env;
 use crate::container::user::resolve as resolve_user;
 use crate::container::Process;
 use anyhow::{bail, Context, Result};
@@ -37,15 +38,13 @@ use nix::fcntl::{openat, OFlag};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::stat::{fstat, Mode};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Gid, Uid};
 use oci_spec::runtime::Spec;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-
-const SETUP_FAILED: i32 = 125;
 
 /// What to run in the container, and how.
 pub struct ExecOptions {
@@ -150,7 +149,10 @@ pub fn exec(spec: &Spec, opts: &ExecOptions) -> Result<Exit> {
         // Detached: the command goes on alone (it is in its own session; when husk exits
         // it is reparented and reaped on the host, and dies with the container).
         StartOutcome::Started if opts.detach => Ok(Exit::Status(0)),
-        StartOutcome::Started => Ok(Exit::Status(supervise(child, &waited, master.as_ref(), opts.stdin)?)),
+        StartOutcome::Started => {
+            let io = Io { master: master.as_ref(), forward_stdin: opts.stdin, log: None, outputs: None };
+            Ok(Exit::Status(supervise(child, &waited, io)?))
+        }
         StartOutcome::Failed { code, message } => {
             let _ = waitpid(child, None);
             if code == SETUP_FAILED {
@@ -271,86 +273,6 @@ impl HostFiles {
         self.pty.map(|p| p.master)
     }
 }
-
-/// The parent's loop: forwards signals, relays the pty (-t) and returns the exit status.
-fn supervise(child: Pid, waited: &SigSet, master: Option<&OwnedFd>, forward_stdin: bool) -> Result<i32> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    let signals = SignalFd::with_flags(waited, SfdFlags::SFD_CLOEXEC).context("creating a signalfd")?;
-    let stdin = std::io::stdin();
-    let mut master_open = master.is_some();
-    let mut stdin_open = master.is_some() && forward_stdin;
-    if let Some(m) = master {
-        tty::sync_window_size(m);
-    }
-    loop {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let (Some(m), true) = (master, master_open) {
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-        }
-        if stdin_open {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("waiting for the command"),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().map(|r| !r.is_empty()).unwrap_or(false)).collect();
-        drop(fds);
-        let mut next = 1;
-        if let (Some(m), true) = (master, master_open) {
-            if ready[next] {
-                master_open = tty::pump(m.as_fd(), std::io::stdout().as_fd());
-            }
-            next += 1;
-        }
-        if let (Some(m), true) = (master, stdin_open) {
-            if ready[next] {
-                stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
-            }
-        }
-        if !ready[0] {
-            continue;
-        }
-        let Some(info) = signals.read_signal().context("reading a signal")? else { continue };
-        let sig = Signal::try_from(info.ssi_signo as i32).context("unknown signal")?;
-        if let (Signal::SIGWINCH, Some(m)) = (sig, master) {
-            // The kernel tells the pty's foreground process group itself.
-            tty::sync_window_size(m);
-            continue;
-        }
-        if sig != Signal::SIGCHLD {
-            let _ = kill(child, sig);
-            continue;
-        }
-        loop {
-            let code = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => code,
-                Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("waiting for the command"),
-            };
-            // What the command wrote before it ended; other processes of the container
-            // may still hold the pty, so read only what is there.
-            if let (Some(m), true) = (master, master_open) {
-                let _ = nix::fcntl::fcntl(m.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-                while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {}
-            }
-            return Ok(code);
-        }
-    }
-}
-
-type Failure = (i32, String);
-
-fn setup<T>(r: Result<T>) -> std::result::Result<T, Failure> {
-    r.map_err(|e| (SETUP_FAILED, format!("{:#}", e)))
-}
-
-enum Never {}
 
 fn child(spec: &Spec, opts: &ExecOptions, host: HostFiles) -> std::result::Result<Never, Failure> {
     // a. a private copy of husk until exec; cgroup; stdio
@@ -476,33 +398,6 @@ fn is_mapped(map: &str, id: u32) -> bool {
         let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
         f.len() == 3 && (f[0]..f[0] + f[2]).contains(&(id as u64))
     })
-}
-
-fn set_env(env: &mut Vec<String>, kv: &str) {
-    let key = kv.split('=').next().unwrap_or(kv);
-    env.retain(|e| e.split('=').next() != Some(key));
-    env.push(kv.to_string());
-}
-
-/// Marks every descriptor above 2 close-on-exec, so nothing of husk's reaches the
-/// command (CVE-2024-21626 class). close_range(2) needs no /proc, which is the
-/// container's to tamper with; /proc/self/fd is only the fallback for old kernels.
-fn close_other_fds_on_exec() -> Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    if r == 0 {
-        return Ok(());
-    }
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .context("listing descriptors")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in fds {
-        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

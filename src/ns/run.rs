@@ -28,7 +28,7 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::Spec;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-const SETUP_FAILED: i32 = 125;
+pub(super) const SETUP_FAILED: i32 = 125;
 
 /// Options of one run that are not part of the OCI spec.
 pub struct RunOptions {
@@ -131,19 +131,19 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
 }
 
 /// Where the container's output goes while the parent supervises it.
-struct Io<'a> {
+pub(super) struct Io<'a> {
     /// The pty master (-t): copied to husk's stdout, or to the log when detached.
-    master: Option<&'a OwnedFd>,
-    forward_stdin: bool,
-    log: Option<&'a mut LogWriter>,
+    pub master: Option<&'a OwnedFd>,
+    pub forward_stdin: bool,
+    pub log: Option<&'a mut LogWriter>,
     /// Detached without -t: the read ends of the container's stdout and stderr.
-    outputs: Option<[OwnedFd; 2]>,
+    pub outputs: Option<[OwnedFd; 2]>,
 }
 
 /// The parent's loop, single-threaded (a process that unshared its pid namespace may
 /// not start threads): forwards signals, relays the pty or the output pipes, and
 /// returns the exit status.
-fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> {
+pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
@@ -313,13 +313,13 @@ impl OutputPipes {
     }
 }
 
-type Failure = (i32, String);
+pub(super) type Failure = (i32, String);
 
-fn setup<T>(r: Result<T>) -> std::result::Result<T, Failure> {
+pub(super) fn setup<T>(r: Result<T>) -> std::result::Result<T, Failure> {
     r.map_err(|e| (SETUP_FAILED, format!("{:#}", e)))
 }
 
-enum Never {}
+pub(super) enum Never {}
 
 fn child(
     spec: &Spec,
@@ -454,9 +454,15 @@ fn redirect_stdin_from_null() -> Result<()> {
     Ok(())
 }
 
-/// Marks every descriptor above 2 close-on-exec: nothing of husk's leaks into the
-/// container (CVE-2024-21626 class).
-fn close_other_fds_on_exec() -> Result<()> {
+/// Marks every descriptor above 2 close-on-exec, so nothing of husk's reaches the
+/// command (CVE-2024-21626 class). close_range(2) needs no /proc, which is the
+/// container's to tamper with; /proc/self/fd is only the fallback for old kernels.
+pub(super) fn close_other_fds_on_exec() -> Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return Ok(());
+    }
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .context("listing descriptors")?
