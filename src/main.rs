@@ -22,6 +22,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Create(cmd::run::RunArgs),
     Start(cmd::start::StartArgs),
+    Attach(cmd::attach::AttachArgs),
     Exec(cmd::exec::ExecArgs),
     Stop(cmd::stop::StopArgs),
     Restart(cmd::stop::RestartArgs),
@@ -74,6 +75,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Create(a) => cmd::create::run(&ctx, a),
         Command::Start(a) => cmd::start::run(&ctx, a),
+        Command::Attach(a) => cmd::attach::run(&ctx, a),
         Command::Exec(a) => cmd::exec::run(&ctx, a),
         Command::Stop(a) => cmd::stop::run(&ctx, a),
         Command::Restart(a) => cmd::stop::restart(&ctx, a),

@@ -8,12 +8,12 @@
 //! included, and checks that no process of the container is left.
 mod common;
 
+use common::pty::Terminal;
 use common::{ensure_prereqs, run_output, shared_registry, Husk, Output, TestUser};
-use nix::pty::{openpty, Winsize};
-use nix::sys::termios::{tcgetattr, LocalFlags};
+use nix::sys::termios::LocalFlags;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -535,73 +535,27 @@ fn signals_are_forwarded() {
     assert_eq!(status.code(), Some(42));
 }
 
-fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-    let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads one struct winsize that outlives the call.
-    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-}
-
-/// Reads from the pty master until `needle` shows up (or panics after 20 s).
-fn read_until(master: &mut fs::File, seen: &mut String, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = [0u8; 4096];
-    while !seen.contains(needle) {
-        assert!(Instant::now() < deadline, "timed out waiting for {needle:?}; the terminal showed:\n{seen}");
-        match master.read(&mut buf) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("reading the pty: {e}; it showed:\n{seen}"),
-        }
-    }
-}
-
 /// `exec -it` driven through a real pseudo-terminal.
 #[test]
 fn interactive_tty() {
     let h = setup(TestUser::Sub);
     let _c = Running::start(&h, "tty", &[]);
-    let pty = openpty(None, None).unwrap();
-    set_size(&pty.master, 24, 80);
-    let before = tcgetattr(&pty.slave).unwrap();
-    let mut cmd = h.cmd(&["exec", "-it", "tty", "sh"]);
-    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-    // SAFETY: setsid and TIOCSCTTY are async-signal-safe; nothing else runs in pre_exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let flags = nix::fcntl::fcntl(pty.master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
-    nix::fcntl::fcntl(
-        pty.master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    let mut master = fs::File::from(pty.master.try_clone().unwrap());
-    let mut seen = String::new();
-    master.write_all(b"echo marker-$((6*7)) $TERM; stty size; [ -t 0 ] && echo is-a-tty\n").unwrap();
-    read_until(&mut master, &mut seen, "marker-42 xterm");
-    read_until(&mut master, &mut seen, "24 80");
-    read_until(&mut master, &mut seen, "is-a-tty");
-    let during = tcgetattr(&pty.slave).unwrap();
-    assert!(!during.local_flags.contains(LocalFlags::ICANON), "raw mode while the command runs");
-    set_size(&pty.master, 40, 120);
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGWINCH);
+    let mut term = Terminal::new(24, 80);
+    let before = term.modes();
+    let mut child = term.spawn(h.cmd(&["exec", "-it", "tty", "sh"]));
+    term.type_in(b"echo marker-$((6*7)) $TERM; stty size; [ -t 0 ] && echo is-a-tty\n");
+    term.read_until("marker-42 xterm");
+    term.read_until("24 80");
+    term.read_until("is-a-tty");
+    assert!(!term.modes().local_flags.contains(LocalFlags::ICANON), "raw mode while the command runs");
+    term.resize(&child, 40, 120);
     std::thread::sleep(Duration::from_millis(300));
-    master.write_all(b"stty size\n").unwrap();
-    read_until(&mut master, &mut seen, "40 120");
-    master.write_all(b"exit 7\n").unwrap();
+    term.type_in(b"stty size\n");
+    term.read_until("40 120");
+    term.type_in(b"exit 7\n");
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(7), "the shell's exit status: {seen}");
-    let after = tcgetattr(&pty.slave).unwrap();
+    assert_eq!(status.code(), Some(7), "the shell's exit status: {}", term.seen);
+    let after = term.modes();
     assert_eq!(after.local_flags, before.local_flags, "terminal modes restored exactly");
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
+pub mod attach;
 pub mod create;
 pub mod exec;
 pub mod image_inspect;

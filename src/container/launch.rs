@@ -1,11 +1,5 @@
 //! Starting a container that exists on disk: in the foreground (husk waits, its own
-//! stdio is the container's), or detached under a monitor.
-//!
-//! The monitor is a fork of the husk process that starts the container, never a new
-//! exec of a binary on disk, so nothing the container can reach is ever run by it. It
-//! leaves the caller's session, becomes the container's parent, writes the
-//! container's output to the log, records the exit and applies --rm, then exits with
-//! the container. Each container has its own; no process is shared between them.
+//! stdio is the container's), or detached under its own monitor (see `monitor`).
 use super::{process, Container};
 use crate::layers::store::Store;
 use crate::ns::channel::{Channel, StartOutcome};
@@ -33,11 +27,11 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             target: c.dir.join("rootfs"),
             etc_files: etc_files(&hostname),
         },
-        stdin: s.interactive && !detached,
+        stdin: s.interactive,
         own_network: s.own_network,
         init: s.init,
         tty: s.tty,
-        log: detached.then(|| c.log_path()),
+        detached,
         cgroup: None,
     })
 }
@@ -62,7 +56,7 @@ fn join_cgroup(c: &mut Container) -> Result<Option<PathBuf>> {
 }
 
 /// Records that the container's process runs, watched by `monitor`.
-fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Result<()> {
+pub(super) fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Result<()> {
     let cgroup = c.state.cgroup.clone();
     let _l = c.lock()?;
     c.reload()?;
@@ -77,7 +71,7 @@ fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Result<()> {
 }
 
 /// Records the end (or removes the container, with --rm).
-fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<()> {
+pub(super) fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<()> {
     if let Some(cg) = c.state.cgroup.take() {
         let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
     }
@@ -134,7 +128,7 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
     match unsafe { fork() }.context("forking the container's monitor")? {
         ForkResult::Child => {
             drop(cli_end);
-            let code = monitor(store, c, spec, &opts, &mut monitor_end);
+            let code = super::monitor::run(store, c, spec, &opts, &mut monitor_end);
             std::process::exit(code);
         }
         ForkResult::Parent { child } => {
@@ -153,45 +147,4 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
             }
         }
     }
-}
-
-/// The monitor's life: detach, run the container with its output to the log, record
-/// the exit. Returns the monitor's own exit code.
-fn monitor(store: &Store, mut c: Container, spec: &Spec, opts: &RunOptions, channel: &mut Channel) -> i32 {
-    let _ = nix::unistd::setsid();
-    if let Err(e) = stdio_to_null() {
-        let _ = channel.report_container_failure(125, &format!("{:#}", e));
-        return 125;
-    }
-    let me = nix::unistd::getpid();
-    let mut told = false;
-    let result = run_container(spec, opts, &mut |pid| {
-        record_started(&mut c, pid, me)?;
-        told = true;
-        channel.report_monitor_started()
-    });
-    let code = match result {
-        Ok(Exit::Status(code)) => code,
-        Ok(Exit::NotStarted { code, message }) => {
-            let _ = channel.report_container_failure(code, &message);
-            code
-        }
-        Err(e) => {
-            if !told {
-                let _ = channel.report_container_failure(125, &format!("{:#}", e));
-            }
-            125
-        }
-    };
-    let _ = record_exit(store, c, code);
-    0
-}
-
-fn stdio_to_null() -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
-    for fd in 0..=2 {
-        nix::unistd::dup2(null.as_raw_fd(), fd).context("redirecting the monitor's stdio")?;
-    }
-    Ok(())
 }

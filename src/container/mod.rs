@@ -2,10 +2,12 @@
 //! the state (`state.json`), the log (`log.json`), the writable layer (`upper/`,
 //! `work/`) and the rootfs mount point. Changes of state happen under the container's
 //! lock (`.lock` in its directory).
+pub mod attach;
 pub mod control;
 pub mod launch;
 pub mod limits;
 pub mod log;
+pub mod monitor;
 pub mod process;
 pub mod spec;
 pub mod user;

@@ -150,7 +150,7 @@ pub fn exec(spec: &Spec, opts: &ExecOptions) -> Result<Exit> {
         // it is reparented and reaped on the host, and dies with the container).
         StartOutcome::Started if opts.detach => Ok(Exit::Status(0)),
         StartOutcome::Started => {
-            let io = Io { master: master.as_ref(), forward_stdin: opts.stdin, log: None, outputs: None };
+            let io = Io { master: master.as_ref(), forward_stdin: opts.stdin };
             Ok(Exit::Status(supervise(child, &waited, io)?))
         }
         StartOutcome::Failed { code, message } => {

@@ -19,7 +19,6 @@ use super::channel::{Channel, StartOutcome};
 use super::exec;
 use super::rootfs::{self, RootfsPlan};
 use super::tty;
-use crate::container::log::{LogWriter, Stream};
 use anyhow::{Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -33,7 +32,8 @@ pub(super) const SETUP_FAILED: i32 = 125;
 /// Options of one run that are not part of the OCI spec.
 pub struct RunOptions {
     pub rootfs: RootfsPlan,
-    /// Keep the caller's stdin (-i); otherwise the container reads /dev/null.
+    /// -i: the container reads the caller's stdin (in the foreground) or a pipe its
+    /// monitor feeds (detached); otherwise /dev/null.
     pub stdin: bool,
     /// A new network namespace with only lo (--network none).
     pub own_network: bool,
@@ -41,9 +41,9 @@ pub struct RunOptions {
     pub init: bool,
     /// A pseudo-terminal as the container's stdio and /dev/console (-t).
     pub tty: bool,
-    /// Detached: the container's output goes to this log (through this process)
-    /// instead of husk's own stdout and stderr.
-    pub log: Option<std::path::PathBuf>,
+    /// Detached: the container's stdio are pipes (or the pty) the monitor holds,
+    /// instead of husk's own.
+    pub detached: bool,
     /// The cgroup (v2 directory) the container's processes go into.
     pub cgroup: Option<std::path::PathBuf>,
 }
@@ -56,6 +56,26 @@ pub enum Exit {
     NotStarted { code: i32, message: String },
 }
 
+/// What `spawn` made: a running container, or the reason its command did not start.
+pub enum Spawned {
+    Running(Running),
+    NotStarted { code: i32, message: String },
+}
+
+/// A container whose command runs, and the parent's ends of its stdio.
+pub struct Running {
+    /// The container's first process, as the host sees it.
+    pub child: Pid,
+    /// The signals this process forwards (and SIGCHLD), blocked until it waits.
+    pub waited: SigSet,
+    /// -t: the pty's master side.
+    pub master: Option<OwnedFd>,
+    /// Detached without -t: the read ends of the container's stdout and stderr.
+    pub outputs: Option<[OwnedFd; 2]>,
+    /// Detached with -i and without -t: the write end of the container's stdin.
+    pub stdin: Option<OwnedFd>,
+}
+
 const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
@@ -66,9 +86,26 @@ const FORWARDED: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
-/// Runs the container to its end. `started` is called with the host pid of the
-/// container's first process once it has exec'd the command.
+/// Runs the container in the foreground, with husk's stdio, to its end. `started` is
+/// called with the host pid of the container's first process once it has exec'd.
 pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Exit> {
+    let _raw = (opts.tty && opts.stdin).then(tty::RawMode::enter);
+    let r = match spawn(spec, opts)? {
+        Spawned::Running(r) => r,
+        Spawned::NotStarted { code, message } => return Ok(Exit::NotStarted { code, message }),
+    };
+    if let Err(e) = started(r.child) {
+        let _ = kill(r.child, Signal::SIGKILL);
+        let _ = waitpid(r.child, None);
+        return Err(e);
+    }
+    let io = Io { master: r.master.as_ref(), forward_stdin: opts.stdin };
+    Ok(Exit::Status(supervise(r.child, &r.waited, io)?))
+}
+
+/// Forks the container's first process and returns once its command runs (or failed
+/// to start: 126/127; a setup failure is an error).
+pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
     let mut waited = SigSet::empty();
     for s in FORWARDED {
         waited.add(s);
@@ -78,8 +115,7 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
 
     let (mut parent_end, mut child_end) = Channel::pair()?;
     let pty = if opts.tty { Some(tty::open()?) } else { None };
-    let mut log = opts.log.as_deref().map(LogWriter::open).transpose()?;
-    let pipes = if log.is_some() && pty.is_none() { Some(OutputPipes::new()?) } else { None };
+    let pipes = if opts.detached && pty.is_none() { Some(StdioPipes::new(opts.stdin)?) } else { None };
     unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
     // SAFETY: husk is single-threaded here (pull's threads have ended), so the child
     // may allocate and run ordinary code until it execs or exits.
@@ -89,7 +125,7 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
             let _ = SigSet::empty().thread_set_mask();
             let slave = pty.map(|p| p.slave);
             if let Some(p) = pipes {
-                if let Err(e) = p.become_stdout_and_stderr() {
+                if let Err(e) = p.become_stdio() {
                     let _ = child_end.report_container_failure(SETUP_FAILED, &format!("{:#}", e));
                     std::process::exit(SETUP_FAILED);
                 }
@@ -103,47 +139,40 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
         }
         ForkResult::Parent { child } => {
             drop(child_end);
-            let outputs = pipes.map(OutputPipes::into_read_ends);
-            let master = pty.map(|p| p.master);
-            let _raw = master.as_ref().filter(|_| opts.stdin && log.is_none()).map(|_| tty::RawMode::enter());
+            let (outputs, stdin) = match pipes.map(StdioPipes::into_parent_ends) {
+                Some((outputs, stdin)) => (Some(outputs), stdin),
+                None => (None, None),
+            };
             let outcome = parent_end.wait_for_exec()?;
             crate::util::trace("container process exec'd");
             match outcome {
                 StartOutcome::Started => {
-                    if let Err(e) = started(child) {
-                        let _ = kill(child, Signal::SIGKILL);
-                        let _ = waitpid(child, None);
-                        return Err(e);
-                    }
-                    let io = Io { master: master.as_ref(), forward_stdin: opts.stdin, log: log.as_mut(), outputs };
-                    Ok(Exit::Status(supervise(child, &waited, io)?))
+                    Ok(Spawned::Running(Running { child, waited, master: pty.map(|p| p.master), outputs, stdin }))
                 }
                 StartOutcome::Failed { code, message } => {
                     let _ = waitpid(child, None);
                     if code == SETUP_FAILED {
                         anyhow::bail!("{}", message);
                     }
-                    Ok(Exit::NotStarted { code, message })
+                    Ok(Spawned::NotStarted { code, message })
                 }
             }
         }
     }
 }
 
-/// Where the container's output goes while the parent supervises it.
+/// What the foreground parent relays while it supervises.
 pub(super) struct Io<'a> {
-    /// The pty master (-t): copied to husk's stdout, or to the log when detached.
+    /// The pty master (-t), copied to husk's stdout.
     pub master: Option<&'a OwnedFd>,
+    /// -i: husk's stdin goes to the pty (without -t the container reads it directly).
     pub forward_stdin: bool,
-    pub log: Option<&'a mut LogWriter>,
-    /// Detached without -t: the read ends of the container's stdout and stderr.
-    pub outputs: Option<[OwnedFd; 2]>,
 }
 
-/// The parent's loop, single-threaded (a process that unshared its pid namespace may
-/// not start threads): forwards signals, relays the pty or the output pipes, and
-/// returns the exit status.
-pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> {
+/// The foreground parent's loop, single-threaded (a process that unshared its pid
+/// namespace may not start threads): forwards signals, relays the pty, and returns the
+/// exit status.
+pub(super) fn supervise(child: Pid, waited: &SigSet, io: Io) -> Result<i32> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
@@ -151,9 +180,8 @@ pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> 
     let stdin = std::io::stdin();
     let master = io.master;
     let mut master_open = master.is_some();
-    let mut stdin_open = master.is_some() && io.forward_stdin && io.log.is_none();
-    let mut outputs_open = [io.outputs.is_some(); 2];
-    if let (Some(m), None) = (master, &io.log) {
+    let mut stdin_open = master.is_some() && io.forward_stdin;
+    if let Some(m) = master {
         tty::sync_window_size(m);
     }
     loop {
@@ -163,13 +191,6 @@ pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> 
         }
         if stdin_open {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(outs) = &io.outputs {
-            for (i, fd) in outs.iter().enumerate() {
-                if outputs_open[i] {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                }
-            }
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -181,29 +202,13 @@ pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> 
         let mut next = 1;
         if let (Some(m), true) = (master, master_open) {
             if ready[next] {
-                master_open = match io.log.as_deref_mut() {
-                    Some(log) => log_some(m, log, Stream::Stdout),
-                    None => tty::pump(m.as_fd(), std::io::stdout().as_fd()),
-                };
+                master_open = tty::pump(m.as_fd(), std::io::stdout().as_fd());
             }
             next += 1;
         }
-        if stdin_open {
-            if ready[next] {
-                if let Some(m) = master {
-                    stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
-                }
-            }
-            next += 1;
-        }
-        if let (Some(outs), Some(log)) = (&io.outputs, io.log.as_deref_mut()) {
-            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-                if outputs_open[i] {
-                    if ready[next] {
-                        outputs_open[i] = log_some(&outs[i], log, stream);
-                    }
-                    next += 1;
-                }
+        if stdin_open && ready[next] {
+            if let Some(m) = master {
+                stdin_open = tty::pump(stdin.as_fd(), m.as_fd());
             }
         }
         if !ready[0] {
@@ -220,96 +225,67 @@ pub(super) fn supervise(child: Pid, waited: &SigSet, mut io: Io) -> Result<i32> 
             let _ = kill(child, sig);
             continue;
         }
-        loop {
-            let code = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => code,
-                Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("waiting for the container"),
-            };
-            drain(&mut io, master_open, outputs_open);
+        if let Some(code) = reap(child)? {
+            if let (Some(m), true) = (master, master_open) {
+                set_nonblocking(m);
+                while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {}
+            }
             return Ok(code);
         }
     }
 }
 
-/// Reads what is there into the log; false at the end of the stream.
-fn log_some(fd: &OwnedFd, log: &mut LogWriter, stream: Stream) -> bool {
-    let mut buf = [0u8; 16384];
-    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-        Ok(0) => false,
-        Ok(n) => {
-            log.write(stream, &buf[..n]);
-            true
-        }
-        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
-        Err(_) => false,
+/// The exit status of `child` if it has ended (128+N for signal N), reaping it.
+pub fn reap(child: Pid) -> Result<Option<i32>> {
+    loop {
+        return match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, s, _)) => Ok(Some(128 + s as i32)),
+            Ok(WaitStatus::StillAlive) => Ok(None),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => Err(e).context("waiting for the container"),
+        };
     }
 }
 
-/// Copies what the container wrote before it exited. Its whole pid namespace is gone
-/// by now, so every writer has closed its end.
-fn drain(io: &mut Io, master_open: bool, outputs_open: [bool; 2]) {
-    use std::os::fd::AsFd;
-    let nonblocking = |fd: &OwnedFd| {
-        let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-    };
-    if let (Some(m), true) = (io.master, master_open) {
-        nonblocking(m);
-        match io.log.as_deref_mut() {
-            Some(log) => while log_some_nonblocking(m, log, Stream::Stdout) {},
-            None => while tty::pump(m.as_fd(), std::io::stdout().as_fd()) {},
-        }
-    }
-    if let (Some(outs), Some(log)) = (&io.outputs, io.log.as_deref_mut()) {
-        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            if outputs_open[i] {
-                nonblocking(&outs[i]);
-                while log_some_nonblocking(&outs[i], log, stream) {}
-            }
-        }
-    }
-    if let Some(log) = io.log.as_deref_mut() {
-        log.flush();
-    }
+/// After the end, what is left in a pipe or pty is read without waiting for more.
+pub fn set_nonblocking(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
 }
 
-fn log_some_nonblocking(fd: &OwnedFd, log: &mut LogWriter, stream: Stream) -> bool {
-    let mut buf = [0u8; 16384];
-    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            log.write(stream, &buf[..n]);
-            true
+/// A detached container's stdio without a pty: pipes for stdout and stderr, and for
+/// stdin with -i.
+struct StdioPipes {
+    /// Read ends of stdout and stderr, write ends of stdout and stderr.
+    out: [(OwnedFd, OwnedFd); 2],
+    /// Read end, write end.
+    stdin: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl StdioPipes {
+    fn new(stdin: bool) -> Result<StdioPipes> {
+        let pipe = |what: &str| {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).with_context(|| format!("creating the {} pipe", what))
+        };
+        let out = [pipe("stdout")?, pipe("stderr")?];
+        let stdin = if stdin { Some(pipe("stdin")?) } else { None };
+        Ok(StdioPipes { out, stdin })
+    }
+
+    /// In the child: the container's ends become fds 0 (with -i), 1 and 2 (dup2 clears
+    /// close-on-exec); every other end is closed.
+    fn become_stdio(self) -> Result<()> {
+        if let Some((r, _)) = &self.stdin {
+            nix::unistd::dup2(r.as_raw_fd(), 0).context("redirecting stdin")?;
         }
-    }
-}
-
-/// The container's stdout and stderr as pipes, when detached without a pty.
-struct OutputPipes {
-    read: [OwnedFd; 2],
-    write: [OwnedFd; 2],
-}
-
-impl OutputPipes {
-    fn new() -> Result<OutputPipes> {
-        let flags = nix::fcntl::OFlag::O_CLOEXEC;
-        let (r1, w1) = nix::unistd::pipe2(flags).context("creating the stdout pipe")?;
-        let (r2, w2) = nix::unistd::pipe2(flags).context("creating the stderr pipe")?;
-        Ok(OutputPipes { read: [r1, r2], write: [w1, w2] })
-    }
-
-    /// In the child: the write ends become fds 1 and 2 (dup2 clears close-on-exec).
-    fn become_stdout_and_stderr(self) -> Result<()> {
-        nix::unistd::dup2(self.write[0].as_raw_fd(), 1).context("redirecting stdout")?;
-        nix::unistd::dup2(self.write[1].as_raw_fd(), 2).context("redirecting stderr")?;
+        nix::unistd::dup2(self.out[0].1.as_raw_fd(), 1).context("redirecting stdout")?;
+        nix::unistd::dup2(self.out[1].1.as_raw_fd(), 2).context("redirecting stderr")?;
         Ok(())
     }
 
-    fn into_read_ends(self) -> [OwnedFd; 2] {
-        self.read
+    fn into_parent_ends(self) -> ([OwnedFd; 2], Option<OwnedFd>) {
+        let [(out_r, _), (err_r, _)] = self.out;
+        (([out_r, err_r]), self.stdin.map(|(_, w)| w))
     }
 }
 

@@ -28,6 +28,18 @@ pub fn sync_window_size(master: &OwnedFd) {
     }
 }
 
+/// Sets the pty's size to an attached client's (a detached container's monitor).
+pub fn set_window_size(master: &OwnedFd, rows: u16, cols: u16) {
+    let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one struct winsize from `ws`.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// The size of the terminal on `fd`, if it is one: (rows, columns).
+pub fn size_of(fd: RawFd) -> Option<(u16, u16)> {
+    window_size(fd).map(|w| (w.ws_row, w.ws_col))
+}
+
 /// The path of the pty's slave side (/dev/pts/N).
 pub fn slave_path(slave: &OwnedFd) -> Result<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).context("finding the pty's path")

@@ -8,11 +8,13 @@
 //!                       user without any, each with a fresh HOME.
 //! * `umoci_unpack()` / `compare_trees()` reference extraction and tree comparison.
 //! * `fake_registry`     fake HTTP/1.1 registries in the test process and the images they serve.
+//! * `pty::Terminal`     a real pseudo-terminal to drive `-t` sessions through.
 //!
 //! Everything panics with a clear message instead of skipping.
 #![allow(dead_code)]
 
 pub mod fake_registry;
+pub mod pty;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
