@@ -747,8 +747,8 @@ fn progress_bars_on_a_terminal() {
     let short = &img.layers[0].digest()[7..19];
     let bar_line = shown
         .split(['\n', '\r'])
-        .filter(|l| l.contains(&format!("Layer {short}")) && l.contains(&"█".repeat(30)))
-        .last()
+        .rev()
+        .find(|l| l.contains(&format!("Layer {short}")) && l.contains(&"█".repeat(30)))
         .unwrap_or_else(|| panic!("no finished progress bar for layer {short}; the terminal showed:\n{shown:?}"));
     assert!(bar_line.contains("done"), "{bar_line:?} in\n{shown:?}");
     assert!(!shown.contains(": downloading ("), "plain lines on a terminal:\n{shown:?}");

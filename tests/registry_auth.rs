@@ -876,30 +876,49 @@ fn insecure_registries_from_env_and_config_file_use_plain_http() {
     let remote = Remote::serving("app", "v1", &img);
     let reference = format!("{REMOTE}/app:v1");
     let config = json!({"insecure-registries": ["other.example:5000", REMOTE]}).to_string();
-    // (what is set, husk's environment, a file in HOME, plain http expected)
-    let cases: [(&str, Vec<(String, String)>, Option<&str>, bool); 5] = [
-        (
-            "HUSK_INSECURE_REGISTRIES",
-            vec![("HUSK_INSECURE_REGISTRIES".into(), format!("other.example:5000, {REMOTE}"))],
-            None,
-            true,
-        ),
-        (
-            "$XDG_CONFIG_HOME/husk/config.json",
-            vec![("XDG_CONFIG_HOME".into(), "XDG".into())],
-            Some("xdg/husk/config.json"),
-            true,
-        ),
-        ("~/.config/husk/config.json", vec![], Some(".config/husk/config.json"), true),
-        (
-            "another port of the registry listed",
-            vec![("HUSK_INSECURE_REGISTRIES".into(), format!("{REMOTE}:5000"))],
-            None,
-            false,
-        ),
-        ("the config file of another XDG_CONFIG_HOME", vec![("XDG_CONFIG_HOME".into(), "XDG".into())], None, false),
+    struct Case {
+        what: &'static str,
+        /// for husk's environment; "XDG" stands for HOME/xdg
+        env: Vec<(String, String)>,
+        /// where in HOME the config file is written
+        file: Option<&'static str>,
+        plain_http: bool,
+    }
+    let xdg = || vec![("XDG_CONFIG_HOME".to_string(), "XDG".to_string())];
+    let listed = |v: String| vec![("HUSK_INSECURE_REGISTRIES".to_string(), v)];
+    let cases = [
+        Case {
+            what: "HUSK_INSECURE_REGISTRIES",
+            env: listed(format!("other.example:5000, {REMOTE}")),
+            file: None,
+            plain_http: true,
+        },
+        Case {
+            what: "$XDG_CONFIG_HOME/husk/config.json",
+            env: xdg(),
+            file: Some("xdg/husk/config.json"),
+            plain_http: true,
+        },
+        Case {
+            what: "~/.config/husk/config.json",
+            env: vec![],
+            file: Some(".config/husk/config.json"),
+            plain_http: true,
+        },
+        Case {
+            what: "another port of the registry listed",
+            env: listed(format!("{REMOTE}:5000")),
+            file: None,
+            plain_http: false,
+        },
+        Case {
+            what: "~/.config/husk/config.json while XDG_CONFIG_HOME points elsewhere",
+            env: xdg(),
+            file: Some(".config/husk/config.json"),
+            plain_http: false,
+        },
     ];
-    for (what, extra, file, plain) in cases {
+    for Case { what, env: extra, file, plain_http } in cases {
         let h = husk();
         let mut env = remote.proxy.env(Some(&remote.tls.ca()));
         for (k, v) in extra {
@@ -908,8 +927,6 @@ fn insecure_registries_from_env_and_config_file_use_plain_http() {
         }
         if let Some(rel) = file {
             write_as_user(&h, rel, config.as_bytes(), 0o600);
-        } else if what.contains("another XDG") {
-            write_as_user(&h, ".config/husk/config.json", config.as_bytes(), 0o600);
         }
         let (before, secure_before, plain_before) =
             (remote.proxy.requests().len(), remote.secure.requests().len(), remote.plain.requests().len());
@@ -919,7 +936,7 @@ fn insecure_registries_from_env_and_config_file_use_plain_http() {
         let asked = remote.proxy.lines(before);
         let (secure_n, plain_n) =
             (remote.secure.requests().len() - secure_before, remote.plain.requests().len() - plain_before);
-        if plain {
+        if plain_http {
             let prefix = format!("GET http://{REMOTE}/v2/app/");
             assert!(asked.iter().all(|l| l.starts_with(&prefix)), "{what}: not all plain http:\n{asked:#?}");
             assert!(plain_n >= 3 && secure_n == 0, "{what}: {plain_n} plain, {secure_n} https requests");
