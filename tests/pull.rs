@@ -450,3 +450,412 @@ fn a_closed_stdout_ends_husk_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "husk panicked on a closed pipe: {}", stderr);
 }
+
+// ---------------------------------------------------------------------------
+// the multi-platform fixture, and owners without subordinate ids
+// ---------------------------------------------------------------------------
+
+/// A one-tag OCI layout holding the manifest that `multi`'s index has for this host (and
+/// the blobs it names, copied from the fixture layout), for `umoci unpack`, which does
+/// not choose a platform from an index itself.
+fn multi_host_layout() -> common::TempDir {
+    let layout = common::fixtures();
+    let read = |d: &str| std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let multi = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "multi")
+        .expect("multi in the fixture layout");
+    let idx: serde_json::Value = serde_json::from_slice(&read(multi["digest"].as_str().unwrap())).unwrap();
+    let arch = common::fake_registry::host_arch();
+    let entry = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == arch)
+        .unwrap_or_else(|| panic!("multi has no {arch} image: {idx}"))
+        .clone();
+    let manifest: serde_json::Value = serde_json::from_slice(&read(entry["digest"].as_str().unwrap())).unwrap();
+    let dir = common::TempDir::new("multi-layout");
+    std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+    let mut digests = vec![entry["digest"].as_str().unwrap().to_string()];
+    digests.push(manifest["config"]["digest"].as_str().unwrap().to_string());
+    digests.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for d in &digests {
+        std::fs::copy(layout.join("blobs/sha256").join(&d[7..]), dir.path().join("blobs/sha256").join(&d[7..]))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut desc = entry;
+    desc.as_object_mut().unwrap().remove("platform");
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "host"});
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [desc]});
+    std::fs::write(dir.path().join("index.json"), top.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn multi_matches_umoci_for_the_host_platform() {
+    setup();
+    let h = Husk::new(TestUser::Sub);
+    h.run(&["pull", "-q", &reg("multi:latest")]).assert_ok();
+    let layout = multi_host_layout();
+    let bundle = common::TempDir::new("umoci-multi");
+    let out = Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:host", layout.path().display()))
+        .arg(bundle.path().join("bundle"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&out.stderr));
+    let merged = Merged::new(&layer_dirs(&h, &reg("multi:latest")));
+    let platform = std::fs::read_to_string(merged.path().join("platform")).unwrap();
+    assert!(platform.contains(common::fake_registry::host_arch()), "the host's image was pulled: {platform:?}");
+    let mut diffs = compare_trees(&bundle.path().join("bundle/rootfs"), merged.path(), &rootless_owner_map(h.user));
+    diffs.retain(|d| !d.starts_with(": ") && !d.starts_with(".: "));
+    assert!(diffs.is_empty(), "multi differs from umoci unpack:\n{}", diffs.join("\n"));
+}
+
+/// Without subordinate ids every file of the image belongs to the user, whatever owner
+/// the image gave it (on top of the umoci comparison, which leaves those owners out).
+#[test]
+fn non_root_owners_become_the_user_without_subids() {
+    use std::os::unix::fs::MetadataExt;
+    setup();
+    let h = Husk::new(TestUser::NoSub);
+    h.run(&["pull", "-q", &reg("layered:latest")]).assert_ok();
+    let expected = umoci_unpack("layered");
+    let merged = Merged::new(&layer_dirs(&h, &reg("layered:latest")));
+    let (uid, gid) = h.user.ids();
+    let mut non_root = Vec::new();
+    for p in walk(&expected.rootfs()) {
+        let rel = Path::new(&p).strip_prefix(expected.rootfs()).unwrap().to_path_buf();
+        let want = std::fs::symlink_metadata(&p).unwrap();
+        let got = std::fs::symlink_metadata(merged.path().join(&rel))
+            .unwrap_or_else(|e| panic!("{} missing from husk's tree: {e}", rel.display()));
+        if want.uid() != 0 || want.gid() != 0 {
+            non_root.push(format!("{} ({}:{})", rel.display(), want.uid(), want.gid()));
+        }
+        assert_eq!(
+            (got.uid(), got.gid()),
+            (uid, gid),
+            "{} (image owner {}:{}) is not owned by husk-nosub",
+            rel.display(),
+            want.uid(),
+            want.gid()
+        );
+    }
+    assert!(
+        non_root.iter().any(|n| n.starts_with("edge/setuid-app ")),
+        "the fixture has files with non-root owners: {non_root:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Docker media types, parallel layers, re-pulls and progress, against fake registries
+// ---------------------------------------------------------------------------
+
+use common::fake_registry::{host_arch, FakeRegistry, Image, Layer, Resp, Routes, Server};
+use serde_json::json;
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// An image for `arch` in Docker's schema 2 media types (manifest, config and layers).
+fn docker_image(arch: &str, files: &[(&str, &[u8])]) -> Image {
+    let layer = Layer { media_type: DOCKER_GZIP, ..Layer::gzip(files) };
+    let mut img = Image::new(arch, vec![layer]);
+    img.manifest["mediaType"] = json!(DOCKER_MANIFEST);
+    img.manifest["config"]["mediaType"] = json!(DOCKER_CONFIG);
+    img
+}
+
+fn serve_docker(reg: &FakeRegistry, repo: &str, tag: &str, img: &Image) {
+    reg.manifest(repo, tag, DOCKER_MANIFEST, img.manifest_bytes());
+    reg.blob(repo, &img.config_digest(), Resp::blob(img.config.clone()));
+    for l in &img.layers {
+        reg.blob(repo, &l.digest(), Resp::blob(l.blob.clone()));
+    }
+}
+
+fn blob_gets(reqs: &[String]) -> Vec<String> {
+    reqs.iter().filter(|r| r.starts_with("GET ") && r.contains("/blobs/")).cloned().collect()
+}
+
+#[test]
+fn docker_schema2_manifest_and_manifest_list_pull() {
+    ensure_prereqs();
+    let reg = FakeRegistry::start();
+    let img = docker_image(host_arch(), &[("docker.txt", b"a docker schema 2 image\n")]);
+    serve_docker(&reg, "docker/app", "v1", &img);
+    let other_arch = if host_arch() == "s390x" { "amd64" } else { "s390x" };
+    let other = docker_image(other_arch, &[("docker.txt", b"the wrong platform\n")]);
+    // Only the manifest of the other platform is served: choosing it fails the pull.
+    reg.manifest("docker/app", &other.manifest_digest(), DOCKER_MANIFEST, other.manifest_bytes());
+    let entry = |i: &Image, arch: &str| {
+        json!({"mediaType": DOCKER_MANIFEST, "digest": i.manifest_digest(), "size": i.manifest_bytes().len(),
+               "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let list = json!({"schemaVersion": 2, "mediaType": DOCKER_LIST,
+                      "manifests": [entry(&other, other_arch), entry(&img, host_arch())]});
+    reg.manifest("docker/app", "list", DOCKER_LIST, serde_json::to_vec(&list).unwrap());
+
+    let h = Husk::new(TestUser::Sub);
+    for tag in ["v1", "list"] {
+        let r = reg.reference("docker/app", tag);
+        let out = h.run(&["pull", "-q", &r]);
+        out.assert_ok();
+        assert_eq!(out.stdout.trim(), &img.config_digest()[7..], "{out:?}\n{:#?}", reg.requests());
+        let v = inspect(&h, &r);
+        assert_eq!(v["Manifest"]["MediaType"], DOCKER_MANIFEST, "{v}");
+        assert_eq!(v["Manifest"]["Digest"], img.manifest_digest().as_str(), "{v}");
+        assert_eq!(v["RootFS"]["Layers"], json!([img.layers[0].diff_id()]), "{v}");
+    }
+    let diff = h.store().join("layers").join(&img.layers[0].diff_id()[7..]).join("diff/docker.txt");
+    assert_eq!(std::fs::read(&diff).unwrap(), b"a docker schema 2 image\n");
+    let asked_other = reg.requests().iter().any(|r| r.contains(&other.config_digest()));
+    assert!(!asked_other, "the other platform's blobs were requested: {:#?}", reg.requests());
+}
+
+#[test]
+fn layers_are_fetched_in_parallel() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    ensure_prereqs();
+    let img = Image::new(
+        host_arch(),
+        (0..3).map(|i| Layer::gzip(&[(&format!("layer{i}.txt"), &format!("layer {i}\n").into_bytes()[..])])).collect(),
+    );
+    let layer_paths: Vec<String> = img.layers.iter().map(|l| format!("/v2/par/app/blobs/{}", l.digest())).collect();
+    let routes = Routes::with("par/app", "v1", &img);
+    let (in_flight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reg = {
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        Server::start(move |req| {
+            if !layer_paths.iter().any(|p| p == req.path()) {
+                return routes.answer(req);
+            }
+            // Hold each layer request until another one arrives (or 10 s pass): a husk
+            // that fetches one layer at a time never has two in flight.
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while most.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let resp = routes.answer(req);
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            resp
+        })
+    };
+    let h = Husk::new(TestUser::Sub);
+    let out = h.run(&["pull", "-q", &format!("{}/par/app:v1", reg.host())]);
+    out.assert_ok();
+    assert!(most.load(Ordering::SeqCst) >= 2, "the registry never saw two layer requests at once:\n{}", reg.dump());
+}
+
+#[test]
+fn repull_of_a_stored_image_makes_no_blob_requests() {
+    ensure_prereqs();
+    let reg = FakeRegistry::start();
+    let img =
+        Image::new(host_arch(), vec![Layer::gzip(&[("a.txt", b"first\n")]), Layer::gzip(&[("b.txt", b"second\n")])]);
+    reg.serve("re/app", "v1", &img);
+    reg.serve("re/app", "v2", &img);
+    let h = Husk::new(TestUser::Sub);
+    h.run(&["pull", "-q", &reg.reference("re/app", "v1")]).assert_ok();
+    let first = blob_gets(&reg.requests());
+    assert_eq!(first.len(), 3, "config and two layers fetched once each: {first:#?}");
+    for (tag, what) in [("v1", "the same tag again"), ("v2", "another tag of the same image")] {
+        let before = reg.requests().len();
+        let out = h.run(&["pull", &reg.reference("re/app", tag)]);
+        out.assert_ok();
+        let again = blob_gets(&reg.requests()[before..]);
+        assert!(again.is_empty(), "pulling {what} fetched blobs: {again:#?}\n{out:?}");
+        assert_eq!(out.stderr.matches("already present").count(), 2, "{out:?}");
+    }
+    assert_eq!(h.run(&["images"]).assert_ok().stdout.lines().count(), 3, "two names, one image");
+}
+
+#[test]
+fn pull_q_prints_only_the_id_and_plain_lines_without_a_terminal() {
+    ensure_prereqs();
+    let reg = FakeRegistry::start();
+    let img = Image::simple();
+    reg.serve("q/app", "v1", &img);
+    let h = Husk::new(TestUser::Sub);
+    let out = h.run(&["pull", "-q", &reg.reference("q/app", "v1")]);
+    out.assert_ok();
+    assert_eq!(out.stderr, "", "pull -q writes nothing on stderr");
+    assert_eq!(out.stdout, format!("{}\n", &img.config_digest()[7..]), "pull -q prints the image id alone");
+
+    let h = Husk::new(TestUser::Sub);
+    let out = h.run(&["pull", &reg.reference("q/app", "v1")]);
+    out.assert_ok();
+    let short = &img.layers[0].digest()[7..19];
+    assert!(out.stderr.contains(&format!("Layer {short}: downloading (")), "{out:?}");
+    assert!(out.stderr.contains(&format!("Layer {short}: done")), "{out:?}");
+    assert!(out.stderr.contains(&format!("Digest: {}", img.manifest_digest())), "{out:?}");
+    assert!(!out.stderr.contains('\x1b') && !out.stderr.contains('█'), "no bars without a terminal: {out:?}");
+}
+
+#[test]
+fn progress_bars_on_a_terminal() {
+    use nix::pty::openpty;
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    ensure_prereqs();
+    let reg = FakeRegistry::start();
+    let img = Image::simple();
+    reg.serve("tty/app", "v1", &img);
+    let h = Husk::new(TestUser::Sub);
+    let pty = openpty(None, None).unwrap();
+    let mut cmd = h.cmd_env(&[("TERM", "xterm")], &["pull", &reg.reference("tty/app", "v1")]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(pty.slave.try_clone().unwrap()));
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every holder of the terminal's other end has exited
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let out = child.wait_with_output().unwrap();
+    let shown = reader.join().unwrap();
+    assert!(out.status.success(), "husk pull on a terminal failed:\n{shown}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), &img.config_digest()[7..]);
+    let short = &img.layers[0].digest()[7..19];
+    let bar_line = shown
+        .split(['\n', '\r'])
+        .rev()
+        .find(|l| l.contains(&format!("Layer {short}")) && l.contains(&"█".repeat(30)))
+        .unwrap_or_else(|| panic!("no finished progress bar for layer {short}; the terminal showed:\n{shown:?}"));
+    assert!(bar_line.contains("done"), "{bar_line:?} in\n{shown:?}");
+    assert!(!shown.contains(": downloading ("), "plain lines on a terminal:\n{shown:?}");
+    assert!(shown.contains(&format!("Digest: {}", img.manifest_digest())), "{shown:?}");
+}
+
+// ---------------------------------------------------------------------------
+// rmi -f, prune and df with containers
+// ---------------------------------------------------------------------------
+
+/// `system df` as rows of cells (columns are three or more spaces apart).
+fn df(h: &Husk) -> Vec<Vec<String>> {
+    let out = h.run(&["system", "df"]);
+    out.assert_ok();
+    out.stdout
+        .lines()
+        .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect())
+        .collect()
+}
+
+#[track_caller]
+fn df_row(rows: &[Vec<String>], name: &str) -> Vec<String> {
+    rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("no {name} row in {rows:?}")).clone()
+}
+
+fn layer_count(h: &Husk) -> usize {
+    std::fs::read_dir(h.store().join("layers")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn rmi_force_removes_an_image_a_container_uses() {
+    setup();
+    let h = Husk::new(TestUser::Sub);
+    let image = reg("busybox:latest");
+    let id = h.run(&["pull", "-q", &image]).assert_ok().stdout.trim().to_string();
+    h.run(&["create", "--name", "keeper", &image, "true"]).assert_ok();
+    let refused = h.run(&["rmi", &image]);
+    let line = refused.error_line("rmi of an image a container uses");
+    assert!(line.contains("keeper"), "{line}");
+    // prune -a keeps it too: a container was made from it
+    let out = h.run(&["system", "prune", "-a", "-f"]);
+    out.assert_ok();
+    assert!(!out.stdout.contains(&id), "{out:?}");
+    assert_eq!(h.run(&["images", "-q"]).stdout.lines().count(), 1, "prune -a removed an image in use");
+
+    let out = h.run(&["rmi", "-f", &image]);
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("Untagged: {image}")), "{out:?}");
+    assert!(out.stdout.contains(&format!("Deleted: sha256:{id}")), "{out:?}");
+    assert_eq!(h.run(&["images", "-q"]).stdout, "", "the image is gone");
+    assert_eq!(layer_count(&h), 1, "the container keeps its layer");
+    let ps = h.run(&["ps", "-a"]).assert_ok().stdout.clone();
+    assert!(ps.contains("keeper"), "{ps}");
+    h.run(&["rm", "keeper"]).assert_ok();
+    h.run(&["system", "prune", "-f"]).assert_ok();
+    assert_eq!(layer_count(&h), 0, "with the container gone, prune removes its layer");
+}
+
+#[test]
+fn prune_removes_a_dangling_image() {
+    setup();
+    let h = Husk::new(TestUser::Sub);
+    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    let layered = h.run(&["pull", "-q", &reg("layered:latest")]).assert_ok().stdout.trim().to_string();
+    // layered's only name moves to busybox: layered is left dangling
+    h.run(&["tag", &reg("layered:latest"), "mine:v1"]).assert_ok();
+    h.run(&["rmi", &reg("layered:latest")]).assert_ok();
+    h.run(&["tag", &reg("busybox:latest"), "mine:v1"]).assert_ok();
+    let table = h.run(&["images"]).assert_ok().stdout.clone();
+    assert!(table.lines().any(|l| l.starts_with("<none>") && l.contains(&layered[..12])), "{table}");
+    assert_eq!(layer_count(&h), 3);
+    let out = h.run(&["system", "prune", "-f"]);
+    out.assert_ok();
+    assert!(out.stdout.contains(&format!("Deleted: sha256:{layered}")), "{out:?}");
+    assert!(!out.stdout.contains("reclaimed space: 0B"), "{out:?}");
+    assert_eq!(h.run(&["images", "-q"]).stdout.lines().count(), 1, "the named image stays");
+    assert_eq!(layer_count(&h), 1, "layered's own layers went, the shared base stayed");
+    assert_eq!(std::fs::read_dir(h.store().join("blobs/sha256")).unwrap().count(), 3, "busybox's 3 blobs stay");
+}
+
+#[test]
+fn system_df_shows_real_values() {
+    setup();
+    let h = Husk::new(TestUser::Sub);
+    let rows = df(&h);
+    assert_eq!(df_row(&rows, "Images"), ["Images", "0", "0", "0B", "0B"]);
+    assert_eq!(df_row(&rows, "Containers"), ["Containers", "0", "0", "0B", "0B"]);
+
+    let image = reg("busybox:latest");
+    h.run(&["pull", "-q", &image]).assert_ok();
+    let images = h.run(&["images"]).assert_ok().stdout.clone();
+    let size = images.lines().nth(1).unwrap().split("   ").map(str::trim).filter(|c| !c.is_empty()).last().unwrap();
+    let rows = df(&h);
+    assert_eq!(df_row(&rows, "Images"), ["Images", "1", "0", size, &format!("{size} (100%)")], "{images}");
+
+    // a stopped container that wrote 1 MB, and a running one
+    h.run(&["run", "--name", "writer", &image, "sh", "-c", "head -c 1000000 /dev/zero > /big"]).assert_ok();
+    let rows = df(&h);
+    assert_eq!(df_row(&rows, "Images"), ["Images", "1", "1", size, "0B"]);
+    assert_eq!(df_row(&rows, "Containers"), ["Containers", "1", "0", "1.00MB", "1.00MB (100%)"]);
+    h.run(&["run", "-d", "--name", "sleeper", &image, "sleep", "60"]).assert_ok();
+    let rows = df(&h);
+    let c = df_row(&rows, "Containers");
+    assert_eq!(
+        c,
+        ["Containers", "2", "1", "1.00MB", "1.00MB (100%)"],
+        "a running container is active and not reclaimable"
+    );
+    h.run(&["rm", "-f", "sleeper", "writer"]).assert_ok();
+}

@@ -856,3 +856,61 @@ fn platform_arm64_v8_pulls_the_arm64_image_of_multi() {
     let st = store_state(&h.store());
     assert!(st.tmp.is_empty(), "tmp/ not empty after a successful pull: {:?}", st.tmp);
 }
+
+// ---------------------------------------------------------------------------
+// 12. media types husk does not pull
+// ---------------------------------------------------------------------------
+
+/// A Docker schema 1 manifest (signed or not, whatever the Content-Type says).
+#[test]
+fn schema_1_manifest_is_refused() {
+    let reg = FakeRegistry::start();
+    let h = husk();
+    let v1 = json!({
+        "schemaVersion": 1, "name": "old/app", "tag": "v1", "architecture": host_arch(),
+        "fsLayers": [{"blobSum": sha256(b"x")}],
+        "history": [{"v1Compatibility": "{\"id\":\"x\"}"}],
+    });
+    for (tag, ct) in [
+        ("signed", "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        ("plain", "application/vnd.docker.distribution.manifest.v1+json"),
+        ("json", "application/json"),
+    ] {
+        reg.manifest("old/app", tag, ct, serde_json::to_vec(&v1).unwrap());
+        let r = reg.reference("old/app", tag);
+        expect_pull_error(&h, &[&r], &[&r], &["schema 1"]);
+    }
+    assert!(!reg.requests().iter().any(|r| r.contains("/blobs/")), "{:#?}", reg.requests());
+}
+
+/// A layer whose media type husk cannot unpack is refused before any blob is fetched.
+#[test]
+fn unknown_layer_media_type_is_refused() {
+    let reg = FakeRegistry::start();
+    let mut img = Image::simple();
+    let odd = "application/vnd.example.layer.v1.tar+lz4";
+    img.manifest["layers"][0]["mediaType"] = json!(odd);
+    reg.serve("odd/app", "v1", &img);
+    let h = husk();
+    let r = reg.reference("odd/app", "v1");
+    expect_pull_error(&h, &[&r], &[&r, odd], &["unsupported layer media type"]);
+    assert!(!reg.requests().iter().any(|r| r.contains("/blobs/")), "{:#?}", reg.requests());
+}
+
+/// A manifest whose config is not an image config (an OCI artifact such as a Helm
+/// chart) is refused before any blob is fetched.
+#[test]
+fn config_that_is_not_an_image_config_is_refused() {
+    let reg = FakeRegistry::start();
+    let h = husk();
+    for (tag, mt) in
+        [("helm", "application/vnd.cncf.helm.config.v1+json"), ("empty", "application/vnd.oci.empty.v1+json")]
+    {
+        let mut img = Image::simple();
+        img.manifest["config"]["mediaType"] = json!(mt);
+        reg.serve("artifact/app", tag, &img);
+        let r = reg.reference("artifact/app", tag);
+        expect_pull_error(&h, &[&r], &[&r, mt], &["config media type"]);
+    }
+    assert!(!reg.requests().iter().any(|r| r.contains("/blobs/")), "{:#?}", reg.requests());
+}

@@ -8,7 +8,11 @@
 //! * bearer tokens that the token endpoint issues only for stored credentials;
 //! * blob redirects: to a blob store on another port (no `Authorization` may go there)
 //!   and to the registry itself (the header stays);
-//! * an uncompressed (`application/vnd.oci.image.layer.v1.tar`) layer.
+//! * an uncompressed (`application/vnd.oci.image.layer.v1.tar`) layer;
+//! * https by default for a registry that is not loopback, plain http for the registries
+//!   listed in `HUSK_INSECURE_REGISTRIES` or the config file, and redirects to another
+//!   host on the same port or to the other scheme on the same host and port (no
+//!   credentials go along), through a recording proxy and tests/fixtures/tls-front.py.
 //!
 //! husk runs as the unprivileged `husk-sub` with a fresh HOME; it speaks plain HTTP to
 //! 127.0.0.1 registries.
@@ -583,4 +587,543 @@ fn challenge_from_the_blob_store_gets_no_registry_credentials() {
             "the registry's credentials went to a token realm named by the blob store: {r:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// 8. TLS: https by default, insecure registries, and redirects to another host or scheme
+// ---------------------------------------------------------------------------
+//
+// A registry that is not loopback is named `registry.husk-test.invalid` (RFC 6761: never
+// resolves). husk reaches it through a proxy in this process (HTTPS_PROXY / HTTP_PROXY,
+// which husk's HTTP client honours), so no traffic leaves 127.0.0.1 and the proxy sees
+// which scheme husk chose: `CONNECT host:443` for https, `GET http://host/...` for http.
+// Behind it, tests/fixtures/tls-front.py serves https (a certificate for that name and
+// 127.0.0.1, from a CA made here and given to husk as SSL_CERT_FILE) and plain http on
+// one port, handing each to its own recording fake server.
+
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const REMOTE: &str = "registry.husk-test.invalid";
+
+/// A CA and a server certificate for REMOTE and 127.0.0.1 (made with the openssl CLI).
+struct Tls {
+    dir: common::TempDir,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        let dir = common::TempDir::new("tls");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let key = |out: &str| run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out]);
+        key("ca.key");
+        run(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=husk test CA",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        key("server.key");
+        run(&["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", &format!("/CN={REMOTE}")]);
+        fs::write(
+            dir.path().join("ext.cnf"),
+            format!(
+                "subjectAltName=DNS:{REMOTE},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        fs::set_permissions(dir.path().join("ca.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+        Tls { dir }
+    }
+    fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+}
+
+/// tests/fixtures/tls-front.py on 127.0.0.1:port: https to `tls_backend`, http to
+/// `plain_backend`. Killed on drop.
+struct TlsFront {
+    port: u16,
+    child: Child,
+}
+
+impl TlsFront {
+    fn start(tls: &Tls, plain_backend: u16, tls_backend: u16) -> TlsFront {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls-front.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(tls.dir.path().join("server.pem"))
+            .arg(tls.dir.path().join("server.key"))
+            .args([plain_backend.to_string(), tls_backend.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tls-front.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("tls-front.py printed {line:?}"));
+        TlsFront { port, child }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP proxy on 127.0.0.1 that sends everything to 127.0.0.1:`to` (a TlsFront):
+/// CONNECT tunnels as they are, plain requests rewritten to origin form. It records the
+/// request line and headers of what it was asked.
+struct Proxy {
+    port: u16,
+    log: Arc<Mutex<Vec<Request>>>,
+}
+
+fn splice(a: TcpStream, b: TcpStream) {
+    let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let (mut a, mut b) = (a, b);
+    let _ = std::io::copy(&mut b, &mut a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+impl Proxy {
+    fn start(to: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let l = log.clone();
+        // The accept loop ends with the test process.
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let log = l.clone();
+                std::thread::spawn(move || Proxy::serve(conn, to, &log));
+            }
+        });
+        Proxy { port, log }
+    }
+
+    fn serve(mut conn: TcpStream, to: u16, log: &Mutex<Vec<Request>>) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let text = String::from_utf8_lossy(&head[..end]).into_owned();
+        let mut lines = text.split("\r\n");
+        let first = lines.next().unwrap_or("").to_string();
+        let mut parts = first.split(' ');
+        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let headers = lines
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        log.lock().unwrap().push(Request { method: method.clone(), target: target.clone(), headers });
+        let Ok(mut back) = TcpStream::connect(("127.0.0.1", to)) else { return };
+        if method == "CONNECT" {
+            if conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+                return;
+            }
+        } else {
+            // http://authority/path -> /path
+            let rest = target.split_once("://").map(|(_, r)| r).unwrap_or(&target);
+            let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+            let rewritten = text.replacen(&format!(" {target} "), &format!(" {path} "), 1);
+            if back.write_all(rewritten.as_bytes()).is_err() {
+                return;
+            }
+        }
+        if back.write_all(&head[end..]).is_err() {
+            return;
+        }
+        splice(conn, back);
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// "METHOD target" of every request from the `from`th on.
+    fn lines(&self, from: usize) -> Vec<String> {
+        self.requests()[from..].iter().map(|r| format!("{} {}", r.method, r.target)).collect()
+    }
+
+    /// husk's environment for this proxy, trusting `ca` if given.
+    fn env(&self, ca: Option<&str>) -> Vec<(String, String)> {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let mut env = vec![("HTTPS_PROXY".to_string(), url.clone()), ("HTTP_PROXY".to_string(), url)];
+        if let Some(ca) = ca {
+            env.push(("SSL_CERT_FILE".into(), ca.into()));
+        }
+        env
+    }
+}
+
+fn run_env(h: &Husk, env: &[(String, String)], args: &[&str]) -> Output {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    h.run_env(&env, args)
+}
+
+/// A fake server serving `routes`.
+fn serving(routes: Routes) -> Server {
+    Server::start(move |req| routes.answer(req))
+}
+
+/// The https and the http backend behind one TlsFront, both serving `repo:tag`, and a
+/// proxy in front of it all.
+struct Remote {
+    tls: Tls,
+    secure: Server,
+    plain: Server,
+    _front: TlsFront,
+    proxy: Proxy,
+}
+
+impl Remote {
+    fn serving(repo: &str, tag: &str, img: &Image) -> Remote {
+        let tls = Tls::new();
+        let secure = serving(Routes::with(repo, tag, img));
+        let plain = serving(Routes::with(repo, tag, img));
+        let front = TlsFront::start(&tls, plain.port, secure.port);
+        let proxy = Proxy::start(front.port);
+        Remote { tls, secure, plain, _front: front, proxy }
+    }
+}
+
+#[test]
+fn https_is_the_default_for_a_registry_that_is_not_loopback() {
+    let img = Image::simple();
+    let remote = Remote::serving("app", "v1", &img);
+    let reference = format!("{REMOTE}/app:v1");
+    let h = husk();
+
+    // the certificate is not trusted: refused, nothing fetched in the clear
+    let out = run_env(&h, &remote.proxy.env(None), &["pull", "-q", &reference]);
+    let line = error_line(&out, "pull from an https registry with an untrusted certificate");
+    assert!(line.contains(REMOTE), "{line}");
+    assert_mentions_any(&line, "untrusted certificate", &["certificate", "issuer"]);
+    assert!(remote.secure.requests().is_empty() && remote.plain.requests().is_empty());
+
+    // trusted: the whole pull goes over https to port 443
+    let out = run_env(&h, &remote.proxy.env(Some(&remote.tls.ca())), &["pull", "-q", &reference]);
+    assert!(out.success(), "{out:?}\nproxy: {:#?}", remote.proxy.lines(0));
+    assert_eq!(out.stdout.trim(), hex_part(&img.config_digest()));
+    let asked = remote.proxy.lines(0);
+    assert!(asked.iter().all(|l| l == &format!("CONNECT {REMOTE}:443")), "{asked:#?}");
+    assert!(remote.plain.requests().is_empty(), "plain http was used:\n{}", remote.plain.dump());
+    for path in [
+        "/v2/app/manifests/v1".to_string(),
+        format!("/v2/app/blobs/{}", img.config_digest()),
+        format!("/v2/app/blobs/{}", img.layers[0].digest()),
+    ] {
+        assert!(
+            remote.secure.requests().iter().any(|r| r.path() == path),
+            "{path} not fetched over https:\n{}",
+            remote.secure.dump()
+        );
+    }
+}
+
+#[test]
+fn insecure_registries_from_env_and_config_file_use_plain_http() {
+    let img = Image::simple();
+    let remote = Remote::serving("app", "v1", &img);
+    let reference = format!("{REMOTE}/app:v1");
+    let config = json!({"insecure-registries": ["other.example:5000", REMOTE]}).to_string();
+    struct Case {
+        what: &'static str,
+        /// for husk's environment; "XDG" stands for HOME/xdg
+        env: Vec<(String, String)>,
+        /// where in HOME the config file is written
+        file: Option<&'static str>,
+        plain_http: bool,
+    }
+    let xdg = || vec![("XDG_CONFIG_HOME".to_string(), "XDG".to_string())];
+    let listed = |v: String| vec![("HUSK_INSECURE_REGISTRIES".to_string(), v)];
+    let cases = [
+        Case {
+            what: "HUSK_INSECURE_REGISTRIES",
+            env: listed(format!("other.example:5000, {REMOTE}")),
+            file: None,
+            plain_http: true,
+        },
+        Case {
+            what: "$XDG_CONFIG_HOME/husk/config.json",
+            env: xdg(),
+            file: Some("xdg/husk/config.json"),
+            plain_http: true,
+        },
+        Case {
+            what: "~/.config/husk/config.json",
+            env: vec![],
+            file: Some(".config/husk/config.json"),
+            plain_http: true,
+        },
+        Case {
+            what: "another port of the registry listed",
+            env: listed(format!("{REMOTE}:5000")),
+            file: None,
+            plain_http: false,
+        },
+        Case {
+            what: "~/.config/husk/config.json while XDG_CONFIG_HOME points elsewhere",
+            env: xdg(),
+            file: Some(".config/husk/config.json"),
+            plain_http: false,
+        },
+    ];
+    for Case { what, env: extra, file, plain_http } in cases {
+        let h = husk();
+        let mut env = remote.proxy.env(Some(&remote.tls.ca()));
+        for (k, v) in extra {
+            let v = if v == "XDG" { h.home.join("xdg").display().to_string() } else { v };
+            env.push((k, v));
+        }
+        if let Some(rel) = file {
+            write_as_user(&h, rel, config.as_bytes(), 0o600);
+        }
+        let (before, secure_before, plain_before) =
+            (remote.proxy.requests().len(), remote.secure.requests().len(), remote.plain.requests().len());
+        let out = run_env(&h, &env, &["pull", "-q", &reference]);
+        assert!(out.success(), "{what}: {out:?}\nproxy: {:#?}", remote.proxy.lines(before));
+        assert_eq!(out.stdout.trim(), hex_part(&img.config_digest()), "{what}");
+        let asked = remote.proxy.lines(before);
+        let (secure_n, plain_n) =
+            (remote.secure.requests().len() - secure_before, remote.plain.requests().len() - plain_before);
+        if plain_http {
+            let prefix = format!("GET http://{REMOTE}/v2/app/");
+            assert!(asked.iter().all(|l| l.starts_with(&prefix)), "{what}: not all plain http:\n{asked:#?}");
+            assert!(plain_n >= 3 && secure_n == 0, "{what}: {plain_n} plain, {secure_n} https requests");
+        } else {
+            assert!(asked.iter().all(|l| l == &format!("CONNECT {REMOTE}:443")), "{what}: {asked:#?}");
+            assert!(secure_n >= 3 && plain_n == 0, "{what}: {plain_n} plain, {secure_n} https requests");
+        }
+    }
+}
+
+/// A registry on 127.0.0.1:P wanting Basic alice:secret, serving `repo:v1` of `img` and
+/// redirecting its layers with `redirect(layer index) -> Location`; requests that name
+/// another host (`Host: localhost:P`) are answered as a blob store that refuses
+/// credentials and serves `/bucket/<hex>`.
+fn redirecting_registry(
+    listener: TcpListener,
+    repo: &str,
+    img: &Image,
+    redirect: impl Fn(usize, u16) -> String + Send + Sync + 'static,
+) -> Server {
+    let routes = Routes::with(repo, "v1", img);
+    let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
+    let repo = repo.to_string();
+    let want = basic(USER, PASSWORD);
+    Server::start_on(listener, move |port| {
+        move |req: &Request| {
+            let host = req.header("host").unwrap_or("");
+            if !host.starts_with("127.0.0.1:") {
+                return blob_store(req, &layers);
+            }
+            if req.authorization() != Some(want.as_str()) {
+                return Resp::challenge(r#"Basic realm="x""#);
+            }
+            match layers.iter().position(|(d, _)| req.path() == format!("/v2/{repo}/blobs/{d}")) {
+                Some(i) => Resp::redirect(307, &redirect(i, port)),
+                None => routes.answer(req),
+            }
+        }
+    })
+}
+
+/// A blob store: refuses any request with credentials (as S3 does), serves /bucket/<hex>.
+fn blob_store(req: &Request, layers: &[(String, Vec<u8>)]) -> Resp {
+    if req.authorization().is_some() {
+        return Resp::error(400, "InvalidArgument", "Only one auth mechanism allowed");
+    }
+    match layers.iter().find(|(d, _)| req.path() == format!("/bucket/{}", hex_part(d))) {
+        Some((_, blob)) => Resp::ok("application/octet-stream", blob.clone()),
+        None => Resp::error(404, "NoSuchKey", "no such key"),
+    }
+}
+
+/// Two listeners on one port: 127.0.0.1:P and 127.0.0.2:P.
+fn same_port_on_two_addresses() -> (TcpListener, TcpListener) {
+    for _ in 0..50 {
+        let other = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2:0");
+        let port = other.local_addr().unwrap().port();
+        if let Ok(home) = TcpListener::bind(("127.0.0.1", port)) {
+            return (home, other);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+#[track_caller]
+fn assert_fetched_without_credentials(s: &Server, path: &str, what: &str) {
+    let reqs: Vec<Request> = s.requests().into_iter().filter(|r| r.path() == path).collect();
+    assert!(!reqs.is_empty(), "{what}: {path} was never requested:\n{}", s.dump());
+    for r in reqs {
+        assert!(r.authorization().is_none(), "{what}: credentials went along: {r:?}");
+    }
+}
+
+#[test]
+fn redirect_to_another_host_on_the_same_port_gets_no_credentials() {
+    let img = Image::new(
+        host_arch(),
+        vec![Layer::gzip(&[("one.txt", b"via localhost\n")]), Layer::gzip(&[("two.txt", b"via 127.0.0.2\n")])],
+    );
+    let (home, other) = same_port_on_two_addresses();
+    let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
+    let store2 = Server::start_on(other, move |_| move |req: &Request| blob_store(req, &layers));
+    let hexes: Vec<String> = img.layers.iter().map(|l| hex_part(&l.digest()).to_string()).collect();
+    let reg = redirecting_registry(home, "private/app", &img, move |i, port| {
+        let host = if i == 0 { "localhost" } else { "127.0.0.2" };
+        format!("http://{host}:{port}/bucket/{}", hexes[i])
+    });
+    assert_eq!(reg.port, store2.port);
+    let h = husk();
+    login(&h, &reg.host(), PASSWORD).assert_ok();
+    pull_ok(&h, &format!("{}/private/app:v1", reg.host()), &img, &[&reg, &store2]);
+    // localhost:P is the registry's own server under another name
+    let by_name: Vec<Request> =
+        reg.requests().into_iter().filter(|r| r.header("host").is_some_and(|h| h.starts_with("localhost:"))).collect();
+    assert!(!by_name.is_empty(), "nothing was asked of localhost:{}:\n{}", reg.port, reg.dump());
+    for r in &by_name {
+        assert!(r.authorization().is_none(), "credentials went to localhost on the same port: {r:?}");
+    }
+    assert_fetched_without_credentials(&store2, &format!("/bucket/{}", hex_part(&img.layers[1].digest())), "127.0.0.2");
+    // the registry itself still got them for the blobs it redirected
+    for l in &img.layers {
+        let p = format!("/v2/private/app/blobs/{}", l.digest());
+        assert!(
+            reg.requests().iter().any(|r| r.path() == p && r.authorization() == Some(basic(USER, PASSWORD).as_str())),
+            "{p}:\n{}",
+            reg.dump()
+        );
+    }
+}
+
+#[test]
+fn redirect_from_http_to_https_on_the_same_host_and_port_gets_no_credentials() {
+    let tls = Tls::new();
+    let img = Image::simple();
+    let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
+    let storage = Server::start(move |req| blob_store(req, &layers));
+    // The front's port is the registry's: the registry behind it learns it from the first
+    // request's Host header.
+    let routes = Routes::with("private/app", "v1", &img);
+    let layer = img.layers[0].digest();
+    let want = basic(USER, PASSWORD);
+    let reg = Server::start(move |req| {
+        if req.authorization() != Some(want.as_str()) {
+            return Resp::challenge(r#"Basic realm="x""#);
+        }
+        if req.path() == format!("/v2/private/app/blobs/{layer}") {
+            let host = req.header("host").unwrap_or("");
+            return Resp::redirect(307, &format!("https://{host}/bucket/{}", hex_part(&layer)));
+        }
+        routes.answer(req)
+    });
+    let front = TlsFront::start(&tls, reg.port, storage.port);
+    let host = format!("127.0.0.1:{}", front.port);
+    let h = husk();
+    login(&h, &host, PASSWORD).assert_ok();
+    let env = vec![("SSL_CERT_FILE".to_string(), tls.ca())];
+    let out = run_env(&h, &env, &["pull", "-q", &format!("{host}/private/app:v1")]);
+    assert!(out.success(), "{out:?}\nregistry:\n{}\nhttps side:\n{}", reg.dump(), storage.dump());
+    assert_fetched_without_credentials(
+        &storage,
+        &format!("/bucket/{}", hex_part(&img.layers[0].digest())),
+        "https on the registry's own host and port",
+    );
+}
+
+#[test]
+fn redirect_from_https_to_http_on_the_same_host_and_port_gets_no_credentials() {
+    let tls = Tls::new();
+    let img = Image::simple();
+    let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
+    let plain_side = Server::start(move |req| blob_store(req, &layers));
+    let routes = Routes::with("private/app", "v1", &img);
+    let layer = img.layers[0].digest();
+    let want = basic(USER, PASSWORD);
+    let reg = Server::start(move |req| {
+        if req.authorization() != Some(want.as_str()) {
+            return Resp::challenge(r#"Basic realm="x""#);
+        }
+        if req.path() == format!("/v2/private/app/blobs/{layer}") {
+            return Resp::redirect(307, &format!("http://{REMOTE}:8443/bucket/{}", hex_part(&layer)));
+        }
+        routes.answer(req)
+    });
+    let front = TlsFront::start(&tls, plain_side.port, reg.port);
+    let proxy = Proxy::start(front.port);
+    let registry = format!("{REMOTE}:8443");
+    let h = husk();
+    let env = proxy.env(Some(&tls.ca()));
+    let mut login_cmd = {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        h.cmd_env(&env, &["login", &registry, "-u", USER, "--password-stdin"])
+    };
+    login_cmd.current_dir(&h.home);
+    common::run_output(login_cmd, Some(format!("{PASSWORD}\n").as_bytes())).assert_ok();
+    let out = run_env(&h, &env, &["pull", "-q", &format!("{registry}/private/app:v1")]);
+    assert!(out.success(), "{out:?}\nproxy: {:#?}\nregistry:\n{}", proxy.lines(0), reg.dump());
+    let asked = proxy.lines(0);
+    assert!(asked.contains(&format!("CONNECT {registry}")), "{asked:#?}");
+    let bucket = format!("/bucket/{}", hex_part(&img.layers[0].digest()));
+    assert!(asked.contains(&format!("GET http://{registry}{bucket}")), "{asked:#?}");
+    for r in proxy.requests() {
+        assert!(r.authorization().is_none(), "credentials went over plain http: {r:?}");
+    }
+    assert_fetched_without_credentials(&plain_side, &bucket, "plain http on the registry's own host and port");
+    assert!(
+        reg.requests().iter().any(|r| r.authorization() == Some(basic(USER, PASSWORD).as_str())),
+        "the registry never got the credentials over https:\n{}",
+        reg.dump()
+    );
 }

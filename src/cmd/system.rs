@@ -1,11 +1,14 @@
 use super::images::print_table;
 use super::Ctx;
+use crate::container::Container;
 use crate::layers::gc::collect;
-use crate::layers::images::{forget_manifest, list};
+use crate::layers::images::{forget_manifest, list, ImageRecord};
+use crate::layers::store::Store;
 use crate::util::human_size;
 use anyhow::Result;
 use std::collections::HashSet;
 use std::io::BufRead;
+use std::path::Path;
 
 /// Manage husk's storage
 #[derive(clap::Subcommand, Debug)]
@@ -38,27 +41,103 @@ pub fn run(ctx: &Ctx, cmd: SystemCmd) -> Result<i32> {
 
 fn df(ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    let containers = crate::container::all(&store)?;
+    if !containers.is_empty() {
+        // A container's writable layer holds files of the ids of its image's users:
+        // measured from inside the user namespace, where they are all readable.
+        crate::ns::userns::enter_user_namespace()?;
+    }
     let images = list(&store)?;
-    let mut seen = HashSet::new();
-    let mut size = 0;
-    for img in &images {
-        for c in &img.chain_ids {
-            if seen.insert(c.clone()) {
-                size += store.layer_info(c).map(|l| l.size).unwrap_or(0);
+    let usage = Usage::measure(&store, &images, &containers);
+    print_table(&[
+        ["TYPE".to_string(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
+        usage.images.row("Images"),
+        usage.containers.row("Containers"),
+        Row::default().row("Local Volumes"),
+        Row::default().row("Build Cache"),
+    ]);
+    Ok(0)
+}
+
+/// One line of `system df`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Row {
+    total: usize,
+    active: usize,
+    size: u64,
+    reclaimable: u64,
+}
+
+impl Row {
+    fn row(&self, name: &str) -> [String; 5] {
+        let reclaim = if self.reclaimable == 0 {
+            "0B".to_string()
+        } else {
+            format!("{} ({}%)", human_size(self.reclaimable), self.reclaimable * 100 / self.size.max(1))
+        };
+        [name.to_string(), self.total.to_string(), self.active.to_string(), human_size(self.size), reclaim]
+    }
+}
+
+struct Usage {
+    images: Row,
+    containers: Row,
+}
+
+impl Usage {
+    /// Images: each layer counted once; an image is active when a container was made
+    /// from it, and what no container needs is reclaimable. Containers: their writable
+    /// layers; those of containers that are not running are reclaimable.
+    fn measure(store: &Store, images: &[ImageRecord], containers: &[Container]) -> Usage {
+        let used_images: HashSet<&str> = containers.iter().map(|c| c.state.image_id.as_str()).collect();
+        let kept_layers: HashSet<&str> =
+            containers.iter().flat_map(|c| c.state.layers.iter().map(String::as_str)).collect();
+        let mut seen = HashSet::new();
+        let mut img = Row { total: images.len(), ..Row::default() };
+        for i in images {
+            if used_images.contains(i.id()) {
+                img.active += 1;
+            }
+            for c in &i.chain_ids {
+                if seen.insert(c.as_str()) {
+                    let size = store.layer_info(c).map(|l| l.size).unwrap_or(0);
+                    img.size += size;
+                    if !kept_layers.contains(c.as_str()) {
+                        img.reclaimable += size;
+                    }
+                }
+            }
+        }
+        let mut ctr = Row { total: containers.len(), ..Row::default() };
+        for c in containers {
+            let size = tree_size(&c.dir.join("upper"));
+            ctr.size += size;
+            if c.is_up() {
+                ctr.active += 1;
+            } else {
+                ctr.reclaimable += size;
+            }
+        }
+        Usage { images: img, containers: ctr }
+    }
+}
+
+/// Bytes of the files under `dir` (apparent sizes; links and directories count nothing).
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                total += md.len();
             }
         }
     }
-    let reclaim = if size == 0 { "0B".to_string() } else { format!("{} (100%)", human_size(size)) };
-    let zero = || ["0".to_string(), "0".into(), "0B".into(), "0B".into()];
-    let row = |name: &str, v: [String; 4]| [name.to_string(), v[0].clone(), v[1].clone(), v[2].clone(), v[3].clone()];
-    print_table(&[
-        ["TYPE".to_string(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
-        row("Images", [images.len().to_string(), "0".into(), human_size(size), reclaim]),
-        row("Containers", zero()),
-        row("Local Volumes", zero()),
-        row("Build Cache", zero()),
-    ]);
-    Ok(0)
+    total
 }
 
 fn confirm(all: bool) -> bool {
@@ -82,8 +161,10 @@ fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
     let store = ctx.store()?;
     let _gc = store.lock_gc()?;
     store.clean_tmp()?;
+    // Images that containers were made from stay, as with `rmi` without -f.
+    let used: HashSet<String> = crate::container::list(&store)?.into_iter().map(|c| c.image_id).collect();
     for img in list(&store)? {
-        if args.all || img.names.is_empty() {
+        if (args.all || img.names.is_empty()) && !used.contains(img.id()) {
             forget_manifest(&store, &img.manifest_digest)?;
             println!("Deleted: {}", img.id());
         }

@@ -6,6 +6,18 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Checks that a manifest's config descriptor names an image config (not, say, a Helm
+/// chart or another OCI artifact that no container can run from).
+pub fn check_config_media_type(m: &ImageManifest, what: &str) -> Result<()> {
+    let t = m.config().media_type().to_string();
+    if t != OCI_CONFIG && t != DOCKER_CONFIG {
+        bail!("{}: unsupported config media type {} (not a container image)", what, t);
+    }
+    Ok(())
+}
 
 pub enum Parsed {
     Index(Box<ImageIndex>),
@@ -21,6 +33,9 @@ pub fn parse(bytes: &[u8], content_type: &str, what: &str) -> Result<Parsed> {
     let has_layers = v.get("layers").is_some() || v.get("config").is_some();
     if has_manifests && has_layers {
         bail!("{}: manifest is both an index and an image manifest; refused", what);
+    }
+    if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
+        bail!("{}: Docker schema 1 manifests are not supported", what);
     }
     let body_type = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
     if !body_type.is_empty() && !content_type.is_empty() && known(content_type) && body_type != content_type {
@@ -156,6 +171,31 @@ mod tests {
         let doc = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         assert!(parse(doc, OCI_MANIFEST, "x").is_err());
         assert!(parse(doc, OCI_INDEX, "x").is_ok());
+    }
+
+    #[test]
+    fn refuses_schema_1_whatever_the_content_type() {
+        let doc = br#"{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[],"history":[]}"#;
+        for ct in ["application/vnd.docker.distribution.manifest.v1+prettyjws", "application/json", ""] {
+            let err = parse(doc, ct, "x").err().expect("schema 1 refused").to_string();
+            assert!(err.contains("schema 1"), "{}: {}", ct, err);
+        }
+    }
+
+    #[test]
+    fn config_media_type_must_be_an_image_config() {
+        let doc = |t: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","size":2,"digest":"sha256:{}"}},"layers":[]}}"#,
+                t,
+                "0".repeat(64)
+            )
+        };
+        for (t, ok) in [(OCI_CONFIG, true), (DOCKER_CONFIG, true), ("application/vnd.cncf.helm.config.v1+json", false)]
+        {
+            let Parsed::Manifest(m) = parse(doc(t).as_bytes(), OCI_MANIFEST, "x").unwrap() else { panic!() };
+            assert_eq!(check_config_media_type(&m, "x").is_ok(), ok, "{}", t);
+        }
     }
 
     #[test]

@@ -44,9 +44,25 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
 
     let (manifest_bytes, manifest_type, manifest_digest) = resolve_manifest(&client, reference, &want)?;
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).context("parsing the image manifest")?;
+    // Everything the manifest says is checked before any blob is fetched.
+    manifest::check_config_media_type(&manifest, &name)?;
+    let mut compressions = Vec::with_capacity(manifest.layers().len());
+    for layer in manifest.layers() {
+        let digest = layer.digest().to_string();
+        if !is_valid_digest(&digest) {
+            bail!("{}: manifest names an invalid layer digest {:?}", name, digest);
+        }
+        compressions.push(
+            Compression::from_media_type(layer.media_type().as_ref())
+                .with_context(|| format!("{}: layer {}", name, digest))?,
+        );
+    }
     let config_desc = manifest.config();
     let config_digest = config_desc.digest().to_string();
-    let config_bytes = fetch_document(&client, config_desc, &format!("config of {}", name))?;
+    let config_bytes = match stored_document(store, config_desc) {
+        Some(bytes) => bytes,
+        None => fetch_document(&client, config_desc, &format!("config of {}", name))?,
+    };
     let config = parse_config(&config_bytes).with_context(|| format!("{}: malformed image config", name))?;
     if let Some(p) = &opts.platform {
         let (os, arch) = (config.os().to_string(), config.architecture().to_string());
@@ -68,13 +84,8 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     let _writers = store.lock_writers()?;
     let tmp = store.tmp_area()?;
     let mut jobs = Vec::new();
-    for (i, layer) in manifest.layers().iter().enumerate() {
+    for (i, (layer, &compression)) in manifest.layers().iter().zip(&compressions).enumerate() {
         let digest = layer.digest().to_string();
-        if !is_valid_digest(&digest) {
-            bail!("{}: manifest names an invalid layer digest {:?}", name, digest);
-        }
-        let compression = Compression::from_media_type(layer.media_type().as_ref())
-            .with_context(|| format!("{}: layer {}", name, digest))?;
         if store.has_layer(&chains[i]) {
             progress.message(&format!("Layer {} already present", short(&digest)));
         } else {
@@ -237,6 +248,18 @@ fn media_type_of(m: &ImageManifest, served: &str) -> String {
             served.to_string()
         }
     })
+}
+
+/// A small blob (a config) the store already has, when it matches its descriptor. The
+/// bytes are held from here on, so a garbage collection racing with this pull cannot
+/// take them away (the pull writes them back when it names the image).
+fn stored_document(store: &Store, desc: &Descriptor) -> Option<Vec<u8>> {
+    let digest = desc.digest().to_string();
+    if !is_valid_digest(&digest) || desc.size() > MAX_DOCUMENT || !store.has_blob(&digest) {
+        return None;
+    }
+    let bytes = store.read_blob(&digest).ok()?; // checked against the digest
+    (bytes.len() as u64 == desc.size()).then_some(bytes)
 }
 
 /// Fetches a small blob (a config), checking size and digest.

@@ -192,6 +192,7 @@ type Handler = Box<dyn Fn(&Request) -> Resp + Send + Sync>;
 /// request is recorded before the handler answers it.
 pub struct Server {
     pub port: u16,
+    addr: std::net::SocketAddr,
     log: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -207,8 +208,17 @@ impl Server {
     where
         F: Fn(&Request) -> Resp + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
+        Server::start_on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"), make)
+    }
+
+    /// Like `start_with_port`, on a listener the test bound itself: another loopback
+    /// address (127.0.0.2), or a port chosen to match another server's.
+    pub fn start_on<F>(listener: TcpListener, make: impl FnOnce(u16) -> F) -> Server
+    where
+        F: Fn(&Request) -> Resp + Send + Sync + 'static,
+    {
+        let addr = listener.local_addr().unwrap();
+        let port = addr.port();
         let handler: Arc<Handler> = Arc::new(Box::new(make(port)));
         let log: Arc<Mutex<Vec<Request>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -228,12 +238,12 @@ impl Server {
                 })
                 .expect("spawn a fake server")
         };
-        Server { port, log, stop, accept: Some(accept) }
+        Server { port, addr, log, stop, accept: Some(accept) }
     }
 
-    /// "127.0.0.1:PORT"
+    /// "127.0.0.1:PORT" (the address it listens on)
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_string()
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -253,7 +263,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(self.addr);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

@@ -205,6 +205,7 @@ const PREREQS: &[(&str, &str)] = &[
     ("debootstrap", "/usr/sbin/debootstrap"),
     ("uidmap", "/usr/bin/newuidmap"),
     ("python3", "/usr/bin/python3"),
+    ("openssl", "/usr/bin/openssl"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
