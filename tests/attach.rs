@@ -205,6 +205,7 @@ fn refusals() {
     assert!(out.error_line("attach").contains("nosuch"), "{out:?}");
     h.run(&["create", "--name", "made", &reg("busybox:latest"), "true"]).assert_ok();
     let out = h.run(&["attach", "made"]);
+    assert!(out.error_line("attach to a created container").contains("not running"), "{out:?}");
     let out = run_output(h.cmd(&["attach", "--detach-keys", "shift-q", "made"]), None);
     assert!(out.error_line("detach keys").contains("shift-q"), "{out:?}");
     h.run(&["rm", "made"]).assert_ok();

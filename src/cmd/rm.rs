@@ -1,5 +1,5 @@
 use super::Ctx;
-use crate::container::{control, Container};
+use crate::container::{control, remove_leftovers, Container};
 use anyhow::{bail, Result};
 use std::time::Duration;
 
@@ -18,10 +18,8 @@ pub struct RmArgs {
 
 pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
     let store = ctx.store()?;
-    // The writable layers hold files of the container's users: remove them as root of
-    // a user namespace with the same mapping.
-    crate::ns::userns::enter_user_namespace()?;
-    super::each(&args.containers, |name| {
+    let mut in_user_namespace = false;
+    let code = super::each(&args.containers, |name| {
         let mut c = Container::find(&store, name)?;
         if c.is_up() {
             if !args.force {
@@ -34,7 +32,21 @@ pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
         if c.is_up() {
             bail!("container {} started again while being removed", name);
         }
+        let removed = c.remove_from_sight(&store)?;
         drop(lock);
-        c.remove(&store)
-    })
+        // Files the container's users made may be theirs: if husk cannot delete them
+        // itself, it does so as root of a user namespace with the same mapping (which
+        // costs the setuid map tools' few milliseconds, so only then).
+        match removed.delete_files() {
+            Err(e) if in_user_namespace => Err(e),
+            Err(_) => {
+                crate::ns::userns::enter_user_namespace()?;
+                in_user_namespace = true;
+                removed.delete_files()
+            }
+            Ok(()) => Ok(()),
+        }
+    })?;
+    remove_leftovers(&store, true);
+    Ok(code)
 }

@@ -116,7 +116,9 @@ pub struct RunArgs {
 }
 
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
-    let (store, container, spec, userns) = create(ctx, &args, "running")?;
+    // "created" until the process runs: a "running" container without a live monitor
+    // would be taken for an orphan.
+    let (store, container, spec, userns) = create(ctx, &args, "created")?;
     if args.detach {
         let id = container.state.id.clone();
         let code = launch::detached(&store, container, &spec, userns)?;
@@ -176,7 +178,7 @@ pub fn create(
         cgroup_parent: args.cgroup_parent.clone(),
         limits,
     };
-    let container = Container::create(
+    let created = Container::create(
         &store,
         NewContainer {
             name: args.name.as_deref(),
@@ -187,30 +189,21 @@ pub fn create(
             status,
             settings,
         },
-    )?;
+        |container| {
+            write_spec(&ids, args, &cfg, &layers_top_first, container, command, binds, tmpfs, capabilities, env_extra)
+        },
+    );
     drop(writers);
-    trace("container created");
-    let spec = match write_spec(
-        &ids,
-        args,
-        &cfg,
-        &layers_top_first,
-        &container,
-        command,
-        binds,
-        tmpfs,
-        capabilities,
-        env_extra,
-    ) {
-        Ok(spec) => spec,
+    let (container, spec) = match created {
+        Ok(c) => c,
         Err(e) => {
             if let Some(u) = userns {
                 let _ = u.finish();
             }
-            let _ = container.remove(&store);
             return Err(e);
         }
     };
+    trace("container created");
     Ok((store, container, spec, userns))
 }
 

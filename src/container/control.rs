@@ -24,9 +24,10 @@ pub fn signal(c: &Container, sig: Signal) -> Result<()> {
 
 /// Waits until the container is no longer up (its monitor recorded the exit), or the
 /// timeout passes; true when it ended. Orphans (monitor gone) are reaped on the way.
+/// The monitor exits right after recording the end, so its exit is what is waited
+/// for, through a pidfd: woken at once, no polling.
 pub fn wait_until_down(c: &mut Container, timeout: Option<Duration>) -> Result<bool> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         if c.reload().is_err() {
             return Ok(true); // removed (--rm)
@@ -34,17 +35,18 @@ pub fn wait_until_down(c: &mut Container, timeout: Option<Duration>) -> Result<b
         if !c.is_up() {
             return Ok(true);
         }
-        if !c.state.monitor.map(|m| process::is_alive(&m)).unwrap_or(false) {
+        let monitor = c.state.monitor.and_then(|m| Some((process::pidfd(m.pid)?, m)));
+        let Some((pidfd, _)) = monitor.filter(|(_, m)| process::is_alive(m)) else {
             let _l = c.lock()?;
             c.reload()?;
             c.reap_orphan()?;
             return Ok(true);
-        }
-        if timeout.map(|t| start.elapsed() >= t).unwrap_or(false) {
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
             return Ok(false);
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        process::wait_for_exit(&pidfd, left)?;
     }
 }
 

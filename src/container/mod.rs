@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     pub id: String,
     pub name: String,
@@ -144,6 +144,9 @@ pub fn all(store: &Store) -> Result<Vec<Container>> {
         return Ok(out);
     };
     for e in rd.flatten() {
+        if e.file_name().as_encoded_bytes().starts_with(b".") {
+            continue; // being created or removed: not a container (yet, or any more)
+        }
         if let Ok(data) = fs::read(e.path().join("state.json")) {
             if let Ok(state) = serde_json::from_slice::<State>(&data) {
                 out.push(Container { dir: e.path(), state });
@@ -158,8 +161,9 @@ fn names_dir(store: &Store) -> PathBuf {
     store.root().join("container-names")
 }
 
-/// Reserves `name` for `id` (whose directory must already exist). A reservation whose
-/// container directory is gone was left by a killed husk and is taken over.
+/// Reserves `name` for `id` (whose directory, being created, must already exist). A
+/// reservation whose container neither exists nor is being created was left by a
+/// killed husk and is taken over.
 fn reserve_name(store: &Store, name: &str, id: &str) -> Result<bool> {
     let path = names_dir(store).join(name);
     // The reservation appears complete or not at all: written aside, then hard-linked
@@ -172,7 +176,7 @@ fn reserve_name(store: &Store, name: &str, id: &str) -> Result<bool> {
                 Ok(()) => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let owner = fs::read_to_string(&path).unwrap_or_default();
-                    if !owner.is_empty() && containers_dir(store).join(&owner).is_dir() {
+                    if !owner.is_empty() && name_in_use_by(store, &owner)? {
                         return Ok(false);
                     }
                     // Left by a killed husk: only one process may judge and remove it.
@@ -190,6 +194,87 @@ fn reserve_name(store: &Store, name: &str, id: &str) -> Result<bool> {
     result
 }
 
+/// Whether container `owner` exists or is being created. The creating directory is
+/// looked at first: a creation moves it to its final place, never back.
+fn name_in_use_by(store: &Store, owner: &str) -> Result<bool> {
+    let creating = containers_dir(store).join(format!("{}{}", CREATING, owner));
+    if creating.is_dir() && creator_alive(store, owner)? {
+        return Ok(true);
+    }
+    Ok(containers_dir(store).join(owner).is_dir())
+}
+
+/// A container is put together in `containers/.new-<id>` and appears with a rename; it
+/// goes by a rename to `containers/.rm-<id>`. So a killed husk never leaves a half-made
+/// or half-removed container in sight. The creating husk holds `locks/new-<id>.lock`
+/// from before the directory exists until it has its final name.
+const CREATING: &str = ".new-";
+const REMOVING: &str = ".rm-";
+
+fn creation_lock(store: &Store, id: &str) -> PathBuf {
+    store.root().join("locks").join(format!("new-{}.lock", id))
+}
+
+/// Whether the husk creating container `id` still runs (holds its creation lock).
+fn creator_alive(store: &Store, id: &str) -> Result<bool> {
+    Ok(FileLock::try_exclusive(&creation_lock(store, id))?.is_none())
+}
+
+/// Removes what killed husks left: containers half-made (their creator is gone: the
+/// lock is free) and, with `removed`, half-removed ones when no husk is deleting any
+/// (their files may belong to the container's users: best from inside the user
+/// namespace; what cannot be deleted stays for the next time).
+pub fn remove_leftovers(store: &Store, removed: bool) {
+    let Ok(rd) = fs::read_dir(containers_dir(store)) else { return };
+    let mut cleaner = None;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = if let Some(id) = name.strip_prefix(CREATING) {
+            let stale = matches!(creator_alive(store, id), Ok(false));
+            if stale {
+                let _ = fs::remove_file(creation_lock(store, id));
+            }
+            stale
+        } else if removed && name.starts_with(REMOVING) {
+            if cleaner.is_none() {
+                cleaner = FileLock::try_exclusive(&removal_lock(store)).ok().flatten();
+            }
+            cleaner.is_some()
+        } else {
+            false
+        };
+        if stale {
+            let _ = delete_container_files(&e.path());
+        }
+    }
+}
+
+/// A removed container's files, until deleted.
+pub struct Removed {
+    files: PathBuf,
+    _deleting: FileLock,
+}
+
+impl Removed {
+    /// Deletes the files (those of the container's users need the user namespace).
+    pub fn delete_files(&self) -> Result<()> {
+        delete_container_files(&self.files)
+    }
+}
+
+/// overlayfs leaves `work/work` with mode 000: removed first so that the general tree
+/// removal does not have to fail and retry.
+fn delete_container_files(dir: &Path) -> Result<()> {
+    let _ = fs::remove_dir(dir.join("work/work"));
+    remove_tree(dir)
+}
+
+/// Shared by every husk deleting a removed container's files, exclusive for a cleaner.
+fn removal_lock(store: &Store) -> PathBuf {
+    store.root().join("locks/container-removal.lock")
+}
+
 fn release_name(store: &Store, name: &str, id: &str) {
     let path = names_dir(store).join(name);
     if fs::read_to_string(&path).map(|o| o == id).unwrap_or(false) {
@@ -198,55 +283,75 @@ fn release_name(store: &Store, name: &str, id: &str) {
 }
 
 impl Container {
-    /// Creates the container's directory, reserves a unique name and writes the state
-    /// once, with `status`. The caller holds the store's writers lock, so garbage
+    /// Creates the container: its directory, a unique name, the files `write_files`
+    /// writes (the runtime config) and the state, with `status`. It appears in the store
+    /// only once complete. The caller holds the store's writers lock, so garbage
     /// collection sees the state (and keeps the layers) from the start.
-    pub fn create(store: &Store, new: NewContainer) -> Result<Container> {
+    pub fn create<T>(
+        store: &Store,
+        new: NewContainer,
+        write_files: impl FnOnce(&Container) -> Result<T>,
+    ) -> Result<(Container, T)> {
         let NewContainer { name, image, image_id, layers, command, status, settings } = new;
         fs::create_dir_all(names_dir(store))?;
         fs::create_dir_all(containers_dir(store))?;
+        remove_leftovers(store, false);
         let id = random_id()?;
-        let dir = containers_dir(store).join(&id);
-        for sub in ["upper", "work", "rootfs"] {
-            fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        let creating = FileLock::exclusive(&creation_lock(store, &id))?;
+        let dir = containers_dir(store).join(format!("{}{}", CREATING, id));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut c = Container { dir, state: State::default() };
+        let result = (|| {
+            for sub in ["upper", "work", "rootfs"] {
+                fs::create_dir(c.dir.join(sub)).with_context(|| format!("creating {}", c.dir.join(sub).display()))?;
+            }
+            let name = match name {
+                Some(n) => {
+                    validate_name(n)?;
+                    if !reserve_name(store, n, &id)? {
+                        bail!("the container name {:?} is already in use", n);
+                    }
+                    n.to_string()
+                }
+                None => {
+                    let mut n = readable_name(&id);
+                    while !reserve_name(store, &n, &id)? {
+                        n.push('x');
+                    }
+                    n
+                }
+            };
+            c.state = State {
+                id: id.clone(),
+                name,
+                image: image.to_string(),
+                image_id: image_id.to_string(),
+                layers,
+                command,
+                created: rfc3339(std::time::SystemTime::now()),
+                status: status.into(),
+                settings,
+                ..State::default()
+            };
+            let written = write_files(&c)?;
+            c.save()?;
+            let visible = containers_dir(store).join(&id);
+            fs::rename(&c.dir, &visible).with_context(|| format!("creating {}", visible.display()))?;
+            c.dir = visible;
+            Ok(written)
+        })();
+        let _ = fs::remove_file(creation_lock(store, &id));
+        drop(creating);
+        match result {
+            Ok(written) => Ok((c, written)),
+            Err(e) => {
+                if !c.state.name.is_empty() {
+                    release_name(store, &c.state.name, &id);
+                }
+                let _ = remove_tree(&c.dir);
+                Err(e)
+            }
         }
-        let name = match name {
-            Some(n) => {
-                validate_name(n)?;
-                if !reserve_name(store, n, &id)? {
-                    let _ = remove_tree(&dir);
-                    bail!("the container name {:?} is already in use", n);
-                }
-                n.to_string()
-            }
-            None => {
-                let mut n = readable_name(&id);
-                while !reserve_name(store, &n, &id)? {
-                    n.push('x');
-                }
-                n
-            }
-        };
-        let state = State {
-            id,
-            name,
-            image: image.to_string(),
-            image_id: image_id.to_string(),
-            layers,
-            command,
-            created: rfc3339(std::time::SystemTime::now()),
-            status: status.into(),
-            exit_code: None,
-            finished_at: None,
-            started_at: None,
-            pid: None,
-            monitor: None,
-            settings,
-            cgroup: None,
-        };
-        let c = Container { dir, state };
-        c.save()?;
-        Ok(c)
     }
 
     pub fn save(&self) -> Result<()> {
@@ -266,13 +371,23 @@ impl Container {
         self.save()
     }
 
-    /// Removes everything of the container (call from inside the user namespace).
-    /// overlayfs leaves `work/work` with mode 000: remove it first so that the
-    /// general tree removal does not have to fail and retry.
+    /// Removes everything of the container (call from inside the user namespace). It
+    /// is gone at once (a rename); then its name is free and its files are deleted.
+    /// overlayfs leaves `work/work` with mode 000: remove it first so that the general
+    /// tree removal does not have to fail and retry.
     pub fn remove(self, store: &Store) -> Result<()> {
+        self.remove_from_sight(store)?.delete_files()
+    }
+
+    /// The first half of `remove`: the container is gone and its name free; its files
+    /// wait in the returned place for `delete_files`.
+    pub fn remove_from_sight(self, store: &Store) -> Result<Removed> {
+        // Held until the files are deleted, so that no cleaner takes them for leftovers.
+        let deleting = FileLock::shared(&removal_lock(store))?;
+        let aside = containers_dir(store).join(format!("{}{}", REMOVING, self.state.id));
+        fs::rename(&self.dir, &aside).with_context(|| format!("no such container: {}", self.state.id))?;
         release_name(store, &self.state.name, &self.state.id);
-        let _ = fs::remove_dir(self.dir.join("work/work"));
-        remove_tree(&self.dir)
+        Ok(Removed { files: aside, _deleting: deleting })
     }
 
     /// The container named by a name, a full id or a unique id prefix.

@@ -2,10 +2,10 @@
 //!
 //! * `ensure_prereqs()`  installs (as root) or demands the Debian packages the tests need.
 //! * `fixtures()`        the OCI layout built by tests/fixtures/build-fixtures.sh (cached).
-//! * `Registry`          a throw-away `docker-registry` on 127.0.0.1; `shared_registry()` has
-//!                       every fixture pushed.
-//! * `Husk` / `TestUser` run the husk binary as root, as a user with subuid ranges, or as a
-//!                       user without any, each with a fresh HOME.
+//! * `Registry`          a throw-away `docker-registry` on 127.0.0.1; `shared_registry()`
+//!   has every fixture pushed.
+//! * `Husk` / `TestUser` run the husk binary as root, as a user with subuid ranges, or as
+//!   a user without any, each with a fresh HOME.
 //! * `umoci_unpack()` / `compare_trees()` reference extraction and tree comparison.
 //! * `fake_registry`     fake HTTP/1.1 registries in the test process and the images they serve.
 //! * `pty::Terminal`     a real pseudo-terminal to drive `-t` sessions through.
@@ -625,7 +625,7 @@ fn ensure_user(user: TestUser) {
                     .unwrap_or_else(|e| panic!("open {file}: {e}"));
                 let cur = fs::read_to_string(file).unwrap_or_default();
                 let nl = if cur.is_empty() || cur.ends_with('\n') { "" } else { "\n" };
-                write!(f, "{nl}{name}:{base}:65536\n").unwrap();
+                writeln!(f, "{nl}{name}:{base}:65536").unwrap();
                 let _ = fs::set_permissions(file, fs::Permissions::from_mode(0o644));
             }
             TestUser::NoSub => {
@@ -716,11 +716,44 @@ impl fmt::Debug for Output {
     }
 }
 
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !s.is_empty() && !s.contains("State:\tZ")
+}
+
+/// Processes (not zombies) with `needle` (KEY=VALUE) in their environment.
+pub fn pids_with_env(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != me && alive(p as i64))
+        .filter(|p| {
+            fs::read(format!("/proc/{p}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// husk as a given user with a fresh, private HOME (removed on drop).
+/// On drop, every husk process still running with that HOME (a detached container's
+/// monitor a failed test left behind) is killed; its container dies with it.
 pub struct Husk {
     pub user: TestUser,
     pub home: PathBuf,
     _home: TempDir,
+}
+
+impl Drop for Husk {
+    fn drop(&mut self) {
+        for pid in self.leftover_processes() {
+            // SAFETY: kill(2) with a pid read from /proc touches no memory.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 impl Husk {
@@ -732,6 +765,11 @@ impl Husk {
         std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
         fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
         Husk { user, home: p, _home: home }
+    }
+
+    /// The husk processes (monitors included) still running with this HOME.
+    pub fn leftover_processes(&self) -> Vec<i32> {
+        pids_with_env(&format!("HOME={}", self.home.display()))
     }
 
     /// `$HOME/.local/share/husk`
@@ -1041,10 +1079,8 @@ pub fn compare_trees(
             }
         }
         match e.kind {
-            Kind::Symlink => {
-                if e.link != a.link {
-                    diffs.push(format!("{d}: symlink target: expected {:?}, got {:?}", e.link, a.link));
-                }
+            Kind::Symlink if e.link != a.link => {
+                diffs.push(format!("{d}: symlink target: expected {:?}, got {:?}", e.link, a.link));
             }
             Kind::File => {
                 if e.size != a.size {
@@ -1057,10 +1093,8 @@ pub fn compare_trees(
                     }
                 }
             }
-            Kind::CharDev | Kind::BlockDev => {
-                if e.rdev != a.rdev {
-                    diffs.push(format!("{d}: device: expected {:#x}, got {:#x}", e.rdev, a.rdev));
-                }
+            Kind::CharDev | Kind::BlockDev if e.rdev != a.rdev => {
+                diffs.push(format!("{d}: device: expected {:#x}, got {:#x}", e.rdev, a.rdev));
             }
             _ => {}
         }
