@@ -9,8 +9,6 @@ use std::os::unix::net::UnixStream;
 enum Message {
     /// The process has unshared its user namespace and waits for its id maps.
     UserNamespaceReady,
-    /// The id maps were written (Ok) or could not be (Err with the reason).
-    IdMapsDone(Result<(), String>),
     /// The container's process could not be set up or started: the exit code to
     /// report (125 setup, 126 not executable, 127 not found) and why.
     ContainerFailed { code: i32, message: String },
@@ -67,7 +65,7 @@ impl Channel {
         Ok(Some(serde_json::from_slice(&body)?))
     }
 
-    /// Tells the id-map helper that the user namespace exists.
+    /// Tells an id-map helper that the user namespace exists.
     pub fn request_id_maps(&mut self) -> Result<()> {
         self.send(&Message::UserNamespaceReady)
     }
@@ -77,10 +75,6 @@ impl Channel {
             Message::UserNamespaceReady => Ok(()),
             other => bail!("unexpected message {:?} while waiting for the id map request", other),
         }
-    }
-
-    pub fn report_id_maps(&mut self, result: Result<(), String>) -> Result<()> {
-        self.send(&Message::IdMapsDone(result))
     }
 
     /// Closes this process's copy of the socket (a forked init must not keep the
@@ -119,14 +113,6 @@ impl Channel {
             Some(Message::ContainerFailed { code, message }) => Ok(StartOutcome::Failed { code, message }),
             None => bail!("the container's monitor ended before the container started"),
             Some(other) => bail!("unexpected message {:?} from the monitor", other),
-        }
-    }
-
-    pub fn wait_for_id_maps(&mut self) -> Result<()> {
-        match self.recv()? {
-            Message::IdMapsDone(Ok(())) => Ok(()),
-            Message::IdMapsDone(Err(e)) => bail!("{}", e),
-            other => bail!("unexpected message {:?} while waiting for id maps", other),
         }
     }
 }

@@ -3,32 +3,46 @@
 //! create overlay whiteouts, and later remove what it created.
 //!
 //! Sequence (the calling process must still be single-threaded):
-//! 1. fork a helper that stays in the parent namespace;
-//! 2. unshare(CLONE_NEWUSER) in the caller and tell the helper;
-//! 3. the helper writes the caller's uid/gid maps (newuidmap/newgidmap, or directly as root);
-//! 4. the caller waits for the helper's answer and reaps it; `run` does its own file
-//!    work between 2 and 4.
+//! 1. fork one helper per map (uid, gid), which stay in the parent namespace;
+//! 2. unshare(CLONE_NEWUSER) in the caller and tell the helpers;
+//! 3. each helper becomes its setuid map tool (newuidmap/newgidmap: an exec, no further
+//!    fork, so both run at once) or, as root, writes its map itself;
+//! 4. the caller reaps the helpers: their exit status says whether the maps are written.
+//!    `run` does its own file work between 2 and 4.
 use super::channel::Channel;
 use super::idmap::{find_in_path, IdMapping};
 use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Pid};
-use std::fs;
-use std::process::Command;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 
 /// Moves the calling process into a new user namespace with the user's id mapping.
 pub fn enter_user_namespace() -> Result<IdMapping> {
     begin_user_namespace()?.finish()
 }
 
-/// A user namespace whose id maps are being written by a helper. Until `finish`
+/// A user namespace whose id maps are being written by helpers. Until `finish`
 /// returns, the caller's ids are unmapped in it; it may still read and create files
 /// (owned by the user, as before), which is how `run` overlaps its own preparation
 /// with the setuid map tools.
 pub struct PendingUserNamespace {
     mapping: IdMapping,
-    helper: Option<(Pid, Channel)>,
+    helpers: Vec<MapHelper>,
+}
+
+/// A forked process that writes one map: it waits on its channel for the namespace to
+/// exist, then execs the map tool; its stderr comes back through a pipe.
+struct MapHelper {
+    tool: &'static str,
+    pid: Pid,
+    channel: Channel,
+    stderr: File,
 }
 
 /// Unshares the user namespace and starts writing its maps.
@@ -41,31 +55,88 @@ pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
         fs::write("/proc/self/setgroups", "deny").context("writing /proc/self/setgroups")?;
         fs::write("/proc/self/uid_map", format!("0 {} 1\n", uid)).context("writing uid_map")?;
         fs::write("/proc/self/gid_map", format!("0 {} 1\n", gid)).context("writing gid_map")?;
-        return Ok(PendingUserNamespace { mapping, helper: None });
+        return Ok(PendingUserNamespace { mapping, helpers: Vec::new() });
+    }
+    let target = getpid();
+    let mut pending = PendingUserNamespace { mapping: mapping.clone(), helpers: Vec::new() };
+    for (tool, map, lines) in [("newuidmap", "uid_map", mapping.uid_lines()), ("newgidmap", "gid_map", mapping.gid_lines())]
+    {
+        let how = if nix::unistd::geteuid().is_root() {
+            WriteMap::Directly(format!("/proc/{}/{}", target, map), lines)
+        } else {
+            let path =
+                find_in_path(tool).with_context(|| format!("{} not found (install the Debian package uidmap)", tool))?;
+            let mut argv = vec![CString::new(path.as_os_str().as_bytes())?, CString::new(target.to_string())?];
+            for (c, h, n) in lines {
+                argv.extend([c, h, n].map(|v| CString::new(v.to_string()).expect("digits")));
+            }
+            WriteMap::Tool(argv)
+        };
+        pending.helpers.push(MapHelper::fork(tool, how)?);
+    }
+    unshare(CloneFlags::CLONE_NEWUSER).context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
+    for h in &mut pending.helpers {
+        h.channel.request_id_maps()?;
+    }
+    crate::util::trace("id-map helpers asked");
+    Ok(pending)
+}
+
+/// How a helper writes its map.
+enum WriteMap {
+    /// Exec the setuid tool with these arguments.
+    Tool(Vec<CString>),
+    /// As root: write the lines to this /proc file.
+    Directly(String, Vec<(u32, u32, u32)>),
+}
+
+impl MapHelper {
+    fn fork(tool: &'static str, how: WriteMap) -> Result<MapHelper> {
+        let (parent_end, mut helper_end) = Channel::pair()?;
+        let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
+        // SAFETY: the process is single-threaded (checked by the caller), so the child
+        // may run arbitrary code; it waits on its channel, then execs or writes and exits.
+        match unsafe { fork() }.context("forking an id-map helper")? {
+            ForkResult::Child => {
+                drop(parent_end);
+                drop(err_read);
+                let _ = nix::unistd::dup2(err_write.as_raw_fd(), 2);
+                if helper_end.wait_for_id_map_request().is_err() {
+                    std::process::exit(1);
+                }
+                let error = match how {
+                    WriteMap::Tool(argv) => match nix::unistd::execv(&argv[0], &argv) {
+                        Err(e) => format!("running {}: {}", tool, e),
+                        Ok(never) => match never {},
+                    },
+                    WriteMap::Directly(path, lines) => {
+                        let text: String = lines.iter().map(|(c, h, n)| format!("{} {} {}\n", c, h, n)).collect();
+                        match fs::write(&path, text) {
+                            Ok(()) => std::process::exit(0),
+                            Err(e) => format!("writing {}: {}", path, e),
+                        }
+                    }
+                };
+                eprintln!("{}", error);
+                std::process::exit(1);
+            }
+            ForkResult::Parent { child } => {
+                drop(helper_end);
+                Ok(MapHelper { tool, pid: child, channel: parent_end, stderr: File::from(err_read) })
+            }
+        }
     }
 
-    let target = getpid();
-    let (parent_end, mut helper_end) = Channel::pair()?;
-    // SAFETY: the process is single-threaded (checked above), so the child may run
-    // arbitrary code; it only talks on its channel end, runs the map helpers and exits.
-    match unsafe { fork() }.context("forking the id-map helper")? {
-        ForkResult::Child => {
-            drop(parent_end);
-            let code = match run_id_map_helper(&mut helper_end, target, &mapping) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            std::process::exit(code);
+    /// Reaps the helper; an error carries what the tool said.
+    fn finish(mut self) -> Result<()> {
+        drop(self.channel);
+        let status = waitpid(self.pid, None).with_context(|| format!("waiting for {}", self.tool))?;
+        if status == WaitStatus::Exited(self.pid, 0) {
+            return Ok(());
         }
-        ForkResult::Parent { child } => {
-            drop(helper_end);
-            let mut pending = PendingUserNamespace { mapping, helper: Some((child, parent_end)) };
-            let channel = &mut pending.helper.as_mut().expect("just set").1;
-            unshare(CloneFlags::CLONE_NEWUSER)
-                .context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
-            channel.request_id_maps()?;
-            Ok(pending)
-        }
+        let mut said = String::new();
+        let _ = self.stderr.read_to_string(&mut said);
+        bail!("{} failed: {}", self.tool, said.trim())
     }
 }
 
@@ -77,67 +148,26 @@ impl PendingUserNamespace {
 
     /// Waits until the maps are written; afterwards the caller is root in the namespace.
     pub fn finish(mut self) -> Result<IdMapping> {
-        if let Some((child, mut channel)) = self.helper.take() {
-            let result = channel.wait_for_id_maps();
-            drop(channel);
-            let _ = waitpid(child, None);
-            result?;
-            // Host supplementary groups are unmapped here; drop them so no file gets them.
-            let _ = nix::unistd::setgroups(&[]);
+        let helpers = std::mem::take(&mut self.helpers);
+        if helpers.is_empty() {
+            return Ok(self.mapping.clone());
         }
+        let results: Vec<Result<()>> = helpers.into_iter().map(MapHelper::finish).collect();
+        results.into_iter().collect::<Result<()>>()?;
+        // Host supplementary groups are unmapped here; drop them so no file gets them.
+        let _ = nix::unistd::setgroups(&[]);
         Ok(self.mapping.clone())
     }
 }
 
 impl Drop for PendingUserNamespace {
     fn drop(&mut self) {
-        // Closing our end first lets a helper still waiting for the request give up.
-        if let Some((child, channel)) = self.helper.take() {
-            drop(channel);
-            let _ = waitpid(child, None);
+        // Closing the channels first lets a helper still waiting for the request give up.
+        for h in std::mem::take(&mut self.helpers) {
+            drop(h.channel);
+            let _ = waitpid(h.pid, None);
         }
     }
-}
-
-fn run_id_map_helper(channel: &mut Channel, target: Pid, mapping: &IdMapping) -> Result<()> {
-    channel.wait_for_id_map_request()?;
-    let result = write_maps(target, mapping).map_err(|e| format!("{:#}", e));
-    channel.report_id_maps(result)
-}
-
-fn write_maps(target: Pid, mapping: &IdMapping) -> Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        let fmt = |lines: Vec<(u32, u32, u32)>| {
-            lines.iter().map(|(c, h, n)| format!("{} {} {}\n", c, h, n)).collect::<String>()
-        };
-        fs::write(format!("/proc/{}/uid_map", target), fmt(mapping.uid_lines())).context("writing uid_map")?;
-        fs::write(format!("/proc/{}/gid_map", target), fmt(mapping.gid_lines())).context("writing gid_map")?;
-        return Ok(());
-    }
-    // The two setuid helpers are independent: run them at the same time.
-    let uid = spawn_map_tool("newuidmap", target, &mapping.uid_lines())?;
-    let gid = spawn_map_tool("newgidmap", target, &mapping.gid_lines())?;
-    let (u, g) = (finish_map_tool("newuidmap", uid), finish_map_tool("newgidmap", gid));
-    u.and(g)
-}
-
-fn spawn_map_tool(tool: &str, target: Pid, lines: &[(u32, u32, u32)]) -> Result<std::process::Child> {
-    let path = find_in_path(tool).with_context(|| format!("{} not found (install the Debian package uidmap)", tool))?;
-    let mut cmd = Command::new(path);
-    cmd.arg(target.to_string());
-    for (c, h, n) in lines {
-        cmd.args([c.to_string(), h.to_string(), n.to_string()]);
-    }
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    cmd.spawn().with_context(|| format!("running {}", tool))
-}
-
-fn finish_map_tool(tool: &str, child: std::process::Child) -> Result<()> {
-    let out = child.wait_with_output().with_context(|| format!("waiting for {}", tool))?;
-    if !out.status.success() {
-        bail!("{} failed: {}", tool, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }
 
 fn ensure_single_threaded() -> Result<()> {
