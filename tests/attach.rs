@@ -210,3 +210,14 @@ fn refusals() {
     assert!(out.error_line("detach keys").contains("shift-q"), "{out:?}");
     h.run(&["rm", "made"]).assert_ok();
 }
+
+/// `start -i` (without -a) attaches stdin and output, as Docker's does.
+#[test]
+fn start_interactive_attaches() {
+    let h = setup(TestUser::NoSub);
+    h.run(&["create", "-i", "--name", "cat", &reg("busybox:latest"), "sh", "-c", "cat; exit 4"]).assert_ok();
+    let out = h.run_stdin(&["start", "-i", "cat"], b"typed\n");
+    assert_eq!(out.status, 4, "{out:?}");
+    assert_eq!(out.stdout, "typed\n");
+    h.run(&["rm", "cat"]).assert_ok();
+}

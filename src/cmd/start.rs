@@ -8,7 +8,7 @@ pub struct StartArgs {
     /// Attach: run in the foreground with this terminal's output (and exit status)
     #[arg(short, long)]
     pub attach: bool,
-    /// With -a, forward stdin
+    /// Attach this terminal's stdin too (implies -a)
     #[arg(short, long)]
     pub interactive: bool,
     #[arg(required = true)]
@@ -16,7 +16,7 @@ pub struct StartArgs {
 }
 
 pub fn run(ctx: &Ctx, args: StartArgs) -> Result<i32> {
-    if !args.attach {
+    if !args.attach && !args.interactive {
         return start_detached(ctx, &args.containers);
     }
     if args.containers.len() != 1 {
