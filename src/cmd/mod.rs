@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
 pub mod attach;
+pub mod cp;
 pub mod create;
 pub mod exec;
 pub mod image_inspect;

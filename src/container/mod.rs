@@ -4,6 +4,7 @@
 //! lock (`.lock` in its directory).
 pub mod attach;
 pub mod control;
+pub mod copy;
 pub mod launch;
 pub mod limits;
 pub mod log;

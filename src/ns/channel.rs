@@ -115,4 +115,14 @@ impl Channel {
             Some(other) => bail!("unexpected message {:?} from the monitor", other),
         }
     }
+
+    /// In a parent whose child reports only a failure: Ok when the child closed the
+    /// channel without a word.
+    pub fn wait_until_done(&mut self) -> Result<Result<(), String>> {
+        match self.recv_or_eof()? {
+            None => Ok(Ok(())),
+            Some(Message::ContainerFailed { message, .. }) => Ok(Err(message)),
+            Some(other) => bail!("unexpected message {:?} from the child", other),
+        }
+    }
 }

@@ -163,6 +163,22 @@ pub fn exec(spec: &Spec, opts: &ExecOptions) -> Result<Exit> {
     }
 }
 
+/// Makes the calling (single-threaded, forked) process see the running container's
+/// files as the container does: it joins the container's user and mount namespaces,
+/// which makes the container's root its root and working directory. It is made
+/// non-dumpable before it joins, so nothing in the container can ptrace it or open its
+/// /proc files.
+pub fn enter_filesystem(target: &Process) -> Result<()> {
+    let namespaces = open_namespaces(target)?;
+    nix::sys::prctl::set_dumpable(false).context("making the process non-dumpable")?;
+    for (name, flag, fd) in namespaces {
+        if flag == CloneFlags::CLONE_NEWUSER || flag == CloneFlags::CLONE_NEWNS {
+            setns(&fd, flag).with_context(|| format!("joining the container's {} namespace", name))?;
+        }
+    }
+    nix::unistd::chdir("/").context("entering the container's root")
+}
+
 /// Opens the namespaces of the container's first process, through its /proc directory:
 /// that directory stays bound to the process it was opened for (a later lookup in it
 /// fails once the process is gone), so checking the start time once, through it, is

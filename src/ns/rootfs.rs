@@ -86,6 +86,19 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
     Ok(())
 }
 
+/// For a stopped container (`husk cp`): in a forked process, enters a user namespace
+/// with husk's mapping and a mount namespace of its own, mounts the container's layers
+/// and writable layer as its rootfs would be, and chroots there.
+pub fn enter_stopped(plan: &RootfsPlan) -> Result<()> {
+    crate::ns::userns::enter_user_namespace()?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making mounts private")?;
+    mount_layers(plan)?;
+    nix::unistd::chroot(&plan.target).context("entering the container's root")?;
+    nix::unistd::chdir("/").context("entering the container's root")
+}
+
 /// How the layers become one root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootfsMode {

@@ -59,13 +59,14 @@ pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
     }
     let target = getpid();
     let mut pending = PendingUserNamespace { mapping: mapping.clone(), helpers: Vec::new() };
-    for (tool, map, lines) in [("newuidmap", "uid_map", mapping.uid_lines()), ("newgidmap", "gid_map", mapping.gid_lines())]
+    for (tool, map, lines) in
+        [("newuidmap", "uid_map", mapping.uid_lines()), ("newgidmap", "gid_map", mapping.gid_lines())]
     {
         let how = if nix::unistd::geteuid().is_root() {
             WriteMap::Directly(format!("/proc/{}/{}", target, map), lines)
         } else {
-            let path =
-                find_in_path(tool).with_context(|| format!("{} not found (install the Debian package uidmap)", tool))?;
+            let path = find_in_path(tool)
+                .with_context(|| format!("{} not found (install the Debian package uidmap)", tool))?;
             let mut argv = vec![CString::new(path.as_os_str().as_bytes())?, CString::new(target.to_string())?];
             for (c, h, n) in lines {
                 argv.extend([c, h, n].map(|v| CString::new(v.to_string()).expect("digits")));
@@ -74,7 +75,8 @@ pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
         };
         pending.helpers.push(MapHelper::fork(tool, how)?);
     }
-    unshare(CloneFlags::CLONE_NEWUSER).context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
+    unshare(CloneFlags::CLONE_NEWUSER)
+        .context("creating a user namespace (are unprivileged user namespaces allowed?)")?;
     for h in &mut pending.helpers {
         h.channel.request_id_maps()?;
     }
