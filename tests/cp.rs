@@ -140,8 +140,9 @@ fn container_symlinks_never_reach_the_host() {
         copied_in += h.run(&["cp", &payload, &format!("evil:/swap/in{i}")]).success() as u32;
         let dst = out.join(format!("swap{i}"));
         copied_out += h.run(&["cp", "evil:/swap/.", &dst.display().to_string()]).success() as u32;
+        // (the container may be caught writing its own file: empty then)
         if let Ok(text) = fs::read_to_string(dst.join("secret")) {
-            assert_eq!(text, "inside\n", "host file came out through a swapped symlink");
+            assert_ne!(text, "host secret\n", "host file came out through a swapped symlink");
         }
     }
     // The swaps really raced the copies: some found a directory, some the symlink.
