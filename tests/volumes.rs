@@ -297,6 +297,10 @@ fn anonymous_volumes_from_the_image_and_rm_v() {
     h.run(&["rm", "-v", "c2"]).assert_ok();
     assert_eq!(volume_names(&h), BTreeSet::from(["named".to_string()]));
 
+    // A tmpfs at the image's VOLUME path: no volume.
+    run(&h, &["--rm", "--tmpfs", "/data"], VOLUME, &["true"]).assert_ok();
+    assert_eq!(volume_names(&h), BTreeSet::from(["named".to_string()]));
+
     // --rm removes anonymous volumes too, as Docker's.
     run(&h, &["--rm", "-v", "/x"], VOLUME, &["true"]).assert_ok();
     assert_eq!(volume_names(&h), BTreeSet::from(["named".to_string()]));

@@ -175,7 +175,7 @@ pub fn create(
     // image's owners are kept) before the container that records them.
     let volumes_lock = crate::container::volume::lock_shared(&store)?;
     let image_volumes = cfg.volumes().clone().unwrap_or_default();
-    let mounts = crate::container::volume::prepare(&store, mount_requests, &image_volumes, &layers_top_first)?;
+    let mounts = crate::container::volume::prepare(&store, mount_requests, &tmpfs, &image_volumes, &layers_top_first)?;
     if mounts.needs_fill() {
         if let Some(u) = userns.take() {
             u.finish()?;

@@ -343,18 +343,21 @@ impl Prepared {
     }
 }
 
-/// Resolves the requested mounts and the image's VOLUME entries: creates the volumes
-/// (call with the shared volumes lock held until the container is created).
+/// Resolves the requested mounts and the image's VOLUME entries (those where nothing
+/// else, `--tmpfs` included, is mounted): creates the volumes (call with the shared
+/// volumes lock held until the container is created).
 pub fn prepare(
     store: &Store,
     requests: Vec<MountRequest>,
+    tmpfs: &[(String, String)],
     image_volumes: &[String],
     layers_top_first: &[PathBuf],
 ) -> Result<Prepared> {
     let mut requests = requests;
     for iv in image_volumes {
         let clean = clean_path(iv);
-        if clean != "/" && !requests.iter().any(|r| clean_path(r.target()) == clean) {
+        let taken = requests.iter().map(MountRequest::target).chain(tmpfs.iter().map(|t| t.0.as_str()));
+        if clean != "/" && !taken.map(clean_path).any(|t| t == clean) {
             requests.push(MountRequest::Volume { name: None, target: clean, readonly: false, nocopy: false });
         }
     }
