@@ -429,3 +429,16 @@ fn concurrent_runs_share_one_new_volume() {
         fs::read_dir(h.store().join("volumes/shared")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 2, "only _data and volume.json: {left:?}");
 }
+
+#[test]
+fn create_then_start_keeps_using_the_volume() {
+    let h = setup(TestUser::Sub);
+    let image = reg(BUSYBOX);
+    h.run(&["create", "-q", "--name", "again", "-v", "cs:/d", &image, "sh", "-c", "echo x >> /d/f"]).assert_ok();
+    for _ in 0..2 {
+        h.run(&["start", "-a", "again"]).assert_ok();
+    }
+    assert_eq!(fs::read_to_string(data_dir(&h, "cs").join("f")).unwrap(), "x\nx\n");
+    h.run(&["rm", "-v", "again"]).assert_ok();
+    assert_eq!(volume_names(&h), BTreeSet::from(["cs".to_string()]), "rm -v keeps named volumes");
+}

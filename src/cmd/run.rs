@@ -173,8 +173,8 @@ pub fn create(
     let command = command_line(args, &cfg)?;
     // Volumes: made (and filled from the image, as husk's namespace root so that the
     // image's owners are kept) before the container that records them.
-    let volumes_lock = crate::container::volume::lock_shared(&store)?;
     let image_volumes = cfg.volumes().clone().unwrap_or_default();
+    let volumes_lock = crate::container::volume::lock_if_used(&store, &mount_requests, &image_volumes)?;
     let mounts = crate::container::volume::prepare(&store, mount_requests, &tmpfs, &image_volumes, &layers_top_first)?;
     if mounts.needs_fill() {
         if let Some(u) = userns.take() {

@@ -73,6 +73,12 @@ pub fn lock_shared(store: &Store) -> Result<FileLock> {
     FileLock::shared(&lock_path(store))
 }
 
+/// The shared lock when a new container will use volumes (asked for, or the image's).
+pub fn lock_if_used(store: &Store, requests: &[MountRequest], image_volumes: &[String]) -> Result<Option<FileLock>> {
+    let used = !image_volumes.is_empty() || requests.iter().any(|r| matches!(r, MountRequest::Volume { .. }));
+    used.then(|| lock_shared(store)).transpose()
+}
+
 /// Held while removing volumes.
 pub fn lock_exclusive(store: &Store) -> Result<FileLock> {
     FileLock::exclusive(&lock_path(store))
