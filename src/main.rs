@@ -43,6 +43,9 @@ enum Command {
     /// Manage husk's storage
     #[command(subcommand)]
     System(cmd::system::SystemCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCmd),
     /// Show husk's configuration: store, id mapping
     Info,
     Login(cmd::login::LoginArgs),
@@ -93,6 +96,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
         Command::System(c) => cmd::system::run(&ctx, c),
+        Command::Volume(c) => cmd::volume::run(&ctx, c),
         Command::Info => cmd::info::run(&ctx),
         Command::Login(a) => cmd::login::login(&ctx, a),
         Command::Logout(a) => cmd::login::logout(&ctx, a),

@@ -193,7 +193,8 @@ fn exit_codes(user: TestUser) {
     assert!(line.contains("nosuchuser"), "{out:?}");
     let out = run(&h, &["--rm", "--cap-add", "NOPE"], BUSYBOX, &["true"]);
     out.error_line("unknown capability");
-    let out = run(&h, &["--rm", "-v", "relative:/x"], BUSYBOX, &["true"]);
+    // A source without a leading / is a volume name; a relative path is not one.
+    let out = run(&h, &["--rm", "-v", "relative/dir:/x"], BUSYBOX, &["true"]);
     out.error_line("relative volume source");
 
     // --pull=never and --pull=always with the image present

@@ -2,6 +2,7 @@ use super::Ctx;
 use crate::container::Container;
 use anyhow::Result;
 use serde_json::json;
+use std::path::Path;
 
 /// Show containers' configuration and state as JSON (in the shape of docker inspect)
 #[derive(clap::Args, Debug)]
@@ -36,12 +37,18 @@ fn describe(c: &Container) -> Result<serde_json::Value> {
         .filter(|m| m.typ().as_deref() == Some("bind") && m.destination().to_str() != Some("/sys"))
         .map(|m| {
             let opts = m.options().clone().unwrap_or_default();
-            json!({
-                "Type": "bind",
+            let volume = s.volumes.iter().find(|v| Some(Path::new(&v.destination)) == Some(m.destination().as_path()));
+            let mut j = json!({
+                "Type": if volume.is_some() { "volume" } else { "bind" },
                 "Source": m.source(),
                 "Destination": m.destination(),
                 "RW": !opts.iter().any(|o| o == "ro"),
-            })
+            });
+            if let Some(v) = volume {
+                j["Name"] = json!(v.name);
+                j["Driver"] = json!("local");
+            }
+            j
         })
         .collect();
     let up = c.is_up() && c.live_pid().is_some();

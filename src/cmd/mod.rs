@@ -25,6 +25,7 @@ pub mod stop;
 pub mod system;
 pub mod tag;
 pub mod top;
+pub mod volume;
 pub mod wait;
 
 use crate::layers::store::Store;

@@ -9,7 +9,7 @@ pub struct RmArgs {
     /// Kill and remove running containers
     #[arg(short, long)]
     pub force: bool,
-    /// Remove anonymous volumes too (there are none yet)
+    /// Remove the container's anonymous volumes too
     #[arg(short, long)]
     pub volumes: bool,
     #[arg(required = true)]
@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
         if c.is_up() {
             bail!("container {} started again while being removed", name);
         }
+        let volumes = c.state.volumes.clone();
         let removed = c.remove_from_sight(&store)?;
         drop(lock);
         // Files the container's users made may be theirs: if husk cannot delete them
@@ -45,7 +46,11 @@ pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
                 removed.delete_files()
             }
             Ok(()) => Ok(()),
+        }?;
+        if args.volumes {
+            crate::container::volume::remove_anonymous(&store, &volumes, &mut in_user_namespace);
         }
+        Ok(())
     })?;
     remove_leftovers(&store, true);
     Ok(code)

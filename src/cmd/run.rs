@@ -63,9 +63,12 @@ pub struct RunArgs {
     /// Mount a tmpfs: PATH[:OPTIONS]
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
-    /// Bind-mount a host path: HOST:CONTAINER[:ro]
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    /// Bind-mount a host path or mount a volume: [HOST-PATH|VOLUME:]CONTAINER[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "[SOURCE:]CONTAINER[:ro]")]
     pub volumes: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
+    pub mounts: Vec<String>,
     /// Network: host (share the host's) or none (only loopback)
     #[arg(long, default_value = "host", value_parser = ["host", "none"])]
     pub network: String,
@@ -138,8 +141,8 @@ pub fn create(
     status: &str,
 ) -> Result<(Store, Container, Spec, Option<PendingUserNamespace>)> {
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
-    let binds = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
-    let tmpfs = args.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<Vec<_>>>()?;
+    let mount_requests = super::volume::parse_flags(&args.volumes, &args.mounts, &args.tmpfs)?;
+    let mut tmpfs = args.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<Vec<_>>>()?;
     let capabilities = crate::ns::caps::resolve(&args.cap_add, &args.cap_drop)?;
     let env_extra = env_from_flags(&args.env, &args.env_file)?;
     if let Some(n) = &args.name {
@@ -154,7 +157,7 @@ pub fn create(
     let userns = begin_user_namespace()?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
-    let (image, userns) = match local_image(&store, args)? {
+    let (image, mut userns) = match local_image(&store, args)? {
         Some(image) => (image, Some(userns)),
         None => {
             let ids = userns.finish()?;
@@ -168,6 +171,19 @@ pub fn create(
         image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
     let cfg = image.config.config().clone().unwrap_or_default();
     let command = command_line(args, &cfg)?;
+    // Volumes: made (and filled from the image, as husk's namespace root so that the
+    // image's owners are kept) before the container that records them.
+    let image_volumes = cfg.volumes().clone().unwrap_or_default();
+    let volumes_lock = crate::container::volume::lock_if_used(&store, &mount_requests, &image_volumes)?;
+    let mounts = crate::container::volume::prepare(&store, mount_requests, &tmpfs, &image_volumes, &layers_top_first)?;
+    if mounts.needs_fill() {
+        if let Some(u) = userns.take() {
+            u.finish()?;
+        }
+        mounts.fill(&layers_top_first)?;
+    }
+    tmpfs.extend(mounts.tmpfs.iter().cloned());
+    let binds = mounts.binds.clone();
     let settings = Settings {
         auto_remove: args.rm,
         tty: args.tty,
@@ -188,18 +204,21 @@ pub fn create(
             command: command.clone(),
             status,
             settings,
+            volumes: mounts.volumes.clone(),
         },
         |container| {
             write_spec(&ids, args, &cfg, &layers_top_first, container, command, binds, tmpfs, capabilities, env_extra)
         },
     );
     drop(writers);
+    drop(volumes_lock);
     let (container, spec) = match created {
         Ok(c) => c,
         Err(e) => {
             if let Some(u) = userns {
                 let _ = u.finish();
             }
+            crate::container::volume::remove_anonymous(&store, &mounts.volumes, &mut true);
             return Err(e);
         }
     };
@@ -352,24 +371,8 @@ fn read_env_file(path: &Path) -> Result<Vec<String>> {
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(expand_env).collect())
 }
 
-fn parse_volume(v: &str) -> Result<(String, String, bool)> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (src, dst, ro) = match parts.as_slice() {
-        [s, d] => (*s, *d, false),
-        [s, d, "ro"] => (*s, *d, true),
-        [s, d, "rw"] => (*s, *d, false),
-        _ => bail!("invalid volume {:?}: expected HOST:CONTAINER[:ro]", v),
-    };
-    if !src.starts_with('/') || !dst.starts_with('/') {
-        bail!("invalid volume {:?}: both paths must be absolute (named volumes come later)", v);
-    }
-    refuse_proc_destination(dst, v)?;
-    let src = std::fs::canonicalize(src).with_context(|| format!("volume source {}", src))?;
-    Ok((src.to_string_lossy().into_owned(), dst.to_string(), ro))
-}
-
 /// Nothing may be mounted over or under /proc, as in Docker.
-fn refuse_proc_destination(dst: &str, spec: &str) -> Result<()> {
+pub(super) fn refuse_proc_destination(dst: &str, spec: &str) -> Result<()> {
     let clean: PathBuf = Path::new(dst).components().collect();
     if clean.starts_with("/proc") {
         bail!("invalid mount {:?}: nothing may be mounted over or under /proc", spec);

@@ -80,7 +80,11 @@ pub(super) fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<
     c.state.cgroup = None;
     if c.state.settings.auto_remove {
         drop(lock);
-        return c.remove(store);
+        // As Docker's --rm: the container's anonymous volumes go with it.
+        let volumes = c.state.volumes.clone();
+        c.remove(store)?;
+        super::volume::remove_anonymous(store, &volumes, &mut true);
+        return Ok(());
     }
     c.set_exited(code)
 }

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod process;
 pub mod spec;
 pub mod user;
+pub mod volume;
 
 use crate::layers::store::Store;
 use crate::util::{atomic_replace, remove_tree, rfc3339, FileLock};
@@ -50,6 +51,9 @@ pub struct State {
     /// The container's cgroup directory, when husk made one.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// The volumes the container mounts (kept from removal while it exists).
+    #[serde(default)]
+    pub volumes: Vec<volume::VolumeMount>,
 }
 
 /// A process identified beyond its pid.
@@ -86,6 +90,7 @@ pub struct NewContainer<'a> {
     pub command: Vec<String>,
     pub status: &'a str,
     pub settings: Settings,
+    pub volumes: Vec<volume::VolumeMount>,
 }
 
 pub struct Container {
@@ -293,7 +298,7 @@ impl Container {
         new: NewContainer,
         write_files: impl FnOnce(&Container) -> Result<T>,
     ) -> Result<(Container, T)> {
-        let NewContainer { name, image, image_id, layers, command, status, settings } = new;
+        let NewContainer { name, image, image_id, layers, command, status, settings, volumes } = new;
         fs::create_dir_all(names_dir(store))?;
         fs::create_dir_all(containers_dir(store))?;
         remove_leftovers(store, false);
@@ -332,6 +337,7 @@ impl Container {
                 created: rfc3339(std::time::SystemTime::now()),
                 status: status.into(),
                 settings,
+                volumes,
                 ..State::default()
             };
             let written = write_files(&c)?;

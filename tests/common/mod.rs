@@ -325,6 +325,7 @@ pub const FIXTURE_PUSHES: &[(&str, &str)] = &[
     ("proc-symlink", "proc-symlink:latest"),
     ("dev-symlink", "dev-symlink:latest"),
     ("many", "many:latest"),
+    ("volume", "volume:latest"),
 ];
 
 // ---------------------------------------------------------------------------
