@@ -87,23 +87,25 @@ const FORWARDED: [Signal; 7] = [
 ];
 
 /// Runs the container in the foreground, with husk's stdio, to its end. `started` is
-/// called with the host pid of the container's first process as soon as it exists, so
-/// that recording it overlaps the container's setup (a command that then cannot start
-/// ends as any other exit does).
+/// called with the host pid of the container's first process once it has exec'd.
 pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Exit> {
     let _raw = (opts.tty && opts.stdin).then(tty::RawMode::enter);
-    let r = match spawn(spec, opts, started)? {
+    let r = match spawn(spec, opts)? {
         Spawned::Running(r) => r,
         Spawned::NotStarted { code, message } => return Ok(Exit::NotStarted { code, message }),
     };
+    if let Err(e) = started(r.child) {
+        let _ = kill(r.child, Signal::SIGKILL);
+        let _ = waitpid(r.child, None);
+        return Err(e);
+    }
     let io = Io { master: r.master.as_ref(), forward_stdin: opts.stdin };
     Ok(Exit::Status(supervise(r.child, &r.waited, io)?))
 }
 
 /// Forks the container's first process and returns once its command runs (or failed
-/// to start: 126/127; a setup failure is an error). `forked` is called with its pid
-/// while it sets up; if that fails, the process is killed.
-pub fn spawn(spec: &Spec, opts: &RunOptions, forked: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Spawned> {
+/// to start: 126/127; a setup failure is an error).
+pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
     let mut waited = SigSet::empty();
     for s in FORWARDED {
         waited.add(s);
@@ -141,15 +143,7 @@ pub fn spawn(spec: &Spec, opts: &RunOptions, forked: &mut dyn FnMut(Pid) -> Resu
                 Some((outputs, stdin)) => (Some(outputs), stdin),
                 None => (None, None),
             };
-            let outcome = forked(child).and_then(|()| parent_end.wait_for_exec());
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    return Err(e);
-                }
-            };
+            let outcome = parent_end.wait_for_exec()?;
             crate::util::trace("container process exec'd");
             match outcome {
                 StartOutcome::Started => {
