@@ -4,8 +4,9 @@
 //!
 //! The compiler is husk's own (no libseccomp): for the native architecture it checks
 //! `seccomp_data.arch` (anything else, i386 and x32 calls included, gets the default
-//! action, or EPERM when that would allow it), then compares the system call number
-//! with each syscall that has rules, in ascending order, and within one syscall tries
+//! action, or EPERM when that would allow it), then finds the system call number among
+//! those that have rules (a binary search, about 10 comparisons for Docker's profile
+//! instead of 350 one by one), and within one syscall tries
 //! its rules in profile order: the first whose argument conditions all hold gives its
 //! action, and none the default action. 64-bit argument comparisons are done on the
 //! two 32-bit halves, as libseccomp does.
@@ -314,12 +315,19 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<sock_filter>> {
     // Calls of another ABI never get more than the default, and never "allow".
     let foreign = if default >= 0x7ffc_0000 { 0x0005_0000 | libc::EPERM as u32 } else { default };
     let numbers: BTreeMap<&str, u32> = table.iter().copied().collect();
-    let mut bodies: BTreeMap<u32, Vec<sock_filter>> = BTreeMap::new();
+    // Per system call: its rules, and whether one of them always applies (then the
+    // rules after it can never apply, and the default is never reached).
+    let mut bodies: BTreeMap<u32, (Vec<sock_filter>, bool)> = BTreeMap::new();
     for s in seccomp.syscalls().iter().flatten() {
         let r = rule(s)?;
+        let always = s.args().iter().flatten().next().is_none();
         for n in s.names() {
             if let Some(nr) = numbers.get(n.as_str()) {
-                bodies.entry(*nr).or_default().extend_from_slice(&r);
+                let (body, complete) = bodies.entry(*nr).or_default();
+                if !*complete {
+                    body.extend_from_slice(&r);
+                    *complete = always;
+                }
             }
         }
     }
@@ -331,23 +339,49 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<sock_filter>> {
         op(JGE_K, X32_SYSCALL_BIT, 0, 1),
         ret(foreign),
     ];
-    for (nr, mut body) in bodies {
-        // Every rule ends in a return: past the last, the default action.
-        body.push(ret(default));
-        match u8::try_from(body.len()) {
-            Ok(n) => prog.push(op(JEQ_K, nr, 0, n)),
-            Err(_) => {
-                prog.push(op(JEQ_K, nr, 1, 0));
-                prog.push(op(JA, body.len() as u32, 0, 0));
+    let groups: Vec<(u32, Vec<sock_filter>)> = bodies
+        .into_iter()
+        .map(|(nr, (mut body, complete))| {
+            // Every rule ends in a return: past the last, the default action.
+            if !complete {
+                body.push(ret(default));
             }
-        }
-        prog.extend(body);
-    }
-    prog.push(ret(default));
+            (nr, body)
+        })
+        .collect();
+    prog.extend(dispatch(&groups, default));
     if prog.len() > MAX_INSNS {
         bail!("the filter has {} instructions, more than the kernel's {}", prog.len(), MAX_INSNS);
     }
     Ok(prog)
+}
+
+/// Finds the system call (in the accumulator) among `groups`, sorted by number: a
+/// binary search down to a few, then compared one by one; every path ends in a return.
+fn dispatch(groups: &[(u32, Vec<sock_filter>)], default: u32) -> Vec<sock_filter> {
+    let mut out = Vec::new();
+    if groups.len() <= 4 {
+        for (nr, body) in groups {
+            match u8::try_from(body.len()) {
+                Ok(n) => out.push(op(JEQ_K, *nr, 0, n)),
+                Err(_) => {
+                    out.push(op(JEQ_K, *nr, 1, 0));
+                    out.push(op(JA, body.len() as u32, 0, 0));
+                }
+            }
+            out.extend_from_slice(body);
+        }
+        out.push(ret(default));
+        return out;
+    }
+    let (low, high) = groups.split_at(groups.len() / 2);
+    let (low, high) = (dispatch(low, default), dispatch(high, default));
+    // nr >= the first of the high half: over the low half
+    out.push(op(JGE_K, groups[groups.len() / 2].0, 0, 1));
+    out.push(op(JA, low.len() as u32, 0, 0));
+    out.extend(low);
+    out.extend(high);
+    out
 }
 
 /// The filter flags of the spec, as seccomp(2) takes them.

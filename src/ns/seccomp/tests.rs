@@ -183,3 +183,39 @@ fn unsupported_or_malformed_profiles_are_refused_in_one_line() {
     let s = parse(ok, &[], "6.1").unwrap();
     assert_eq!(flags(&s), 4);
 }
+
+/// What the profile says, evaluated rule by rule, for one call.
+fn reference(s: &LinuxSeccomp, name: &str, args: [u64; 6]) -> u32 {
+    for r in s.syscalls().iter().flatten().filter(|r| r.names().iter().any(|n| n == name)) {
+        let holds = r.args().iter().flatten().all(|a| {
+            let (x, v) = (args[a.index()], a.value());
+            match a.op() {
+                LinuxSeccompOperator::ScmpCmpEq => x == v,
+                LinuxSeccompOperator::ScmpCmpNe => x != v,
+                LinuxSeccompOperator::ScmpCmpLt => x < v,
+                LinuxSeccompOperator::ScmpCmpLe => x <= v,
+                LinuxSeccompOperator::ScmpCmpGt => x > v,
+                LinuxSeccompOperator::ScmpCmpGe => x >= v,
+                LinuxSeccompOperator::ScmpCmpMaskedEq => x & v == a.value_two().unwrap_or(0),
+            }
+        });
+        if holds {
+            return action_value(r.action(), r.errno_ret()).unwrap();
+        }
+    }
+    action_value(s.default_action(), s.default_errno_ret()).unwrap()
+}
+
+#[test]
+fn the_search_finds_every_system_call() {
+    for caps in [default_caps(), vec![], crate::ns::caps::privileged(&[]).unwrap()] {
+        let s = for_container(&Choice::Default, &caps).unwrap().unwrap();
+        let p = compile(&s).unwrap();
+        assert!(p.len() < MAX_INSNS / 2, "{}", p.len());
+        for (name, nr) in x86_64::SYSCALLS {
+            for args in [[0; 6], [40, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0], [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]] {
+                assert_eq!(run(&p, ARCH, *nr, args), reference(&s, name, args), "{} {:?}", name, args);
+            }
+        }
+    }
+}
