@@ -78,6 +78,13 @@ pub struct RunArgs {
     /// Drop a capability (or ALL)
     #[arg(long)]
     pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (Docker's format),
+    /// no-new-privileges
+    #[arg(long, value_name = "OPTION")]
+    pub security_opt: Vec<String>,
+    /// All capabilities the user namespace allows, no seccomp filter, no masked paths
+    #[arg(long)]
+    pub privileged: bool,
     /// When to pull the image
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pub pull: PullPolicy,
@@ -143,7 +150,11 @@ pub fn create(
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
     let mount_requests = super::volume::parse_flags(&args.volumes, &args.mounts, &args.tmpfs)?;
     let mut tmpfs = args.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<Vec<_>>>()?;
-    let capabilities = crate::ns::caps::resolve(&args.cap_add, &args.cap_drop)?;
+    let capabilities = match args.privileged {
+        true => crate::ns::caps::privileged(&args.cap_drop)?,
+        false => crate::ns::caps::resolve(&args.cap_add, &args.cap_drop)?,
+    };
+    let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let env_extra = env_from_flags(&args.env, &args.env_file)?;
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
@@ -207,7 +218,19 @@ pub fn create(
             volumes: mounts.volumes.clone(),
         },
         |container| {
-            write_spec(&ids, args, &cfg, &layers_top_first, container, command, binds, tmpfs, capabilities, env_extra)
+            write_spec(
+                &ids,
+                args,
+                &cfg,
+                &layers_top_first,
+                container,
+                command,
+                binds,
+                tmpfs,
+                capabilities,
+                env_extra,
+                security,
+            )
         },
     );
     drop(writers);
@@ -253,6 +276,7 @@ fn write_spec(
     tmpfs: Vec<(String, String)>,
     capabilities: Vec<String>,
     env_extra: Vec<String>,
+    security: crate::container::security::Security,
 ) -> Result<Spec> {
     let user_spec = args.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
     let passwd = read_image_file(layers_top_first, "/etc/passwd");
@@ -303,6 +327,7 @@ fn write_spec(
         tty_gid_mapped: ids.host_gid(5).is_some(),
         binds,
         tmpfs,
+        security,
     })?;
     crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
     Ok(spec)

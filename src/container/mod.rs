@@ -10,6 +10,7 @@ pub mod limits;
 pub mod log;
 pub mod monitor;
 pub mod process;
+pub mod security;
 pub mod spec;
 pub mod user;
 pub mod volume;

@@ -36,6 +36,8 @@ pub struct SpecInput {
     pub binds: Vec<(String, String, bool)>,
     /// (destination, options)
     pub tmpfs: Vec<(String, String)>,
+    /// Seccomp, no_new_privs, --privileged.
+    pub security: crate::container::security::Security,
 }
 
 pub fn build(i: &SpecInput) -> Result<Spec> {
@@ -93,15 +95,16 @@ pub fn build(i: &SpecInput) -> Result<Spec> {
                 "bounding": i.capabilities, "effective": i.capabilities, "permitted": i.capabilities,
                 "inheritable": [], "ambient": []
             },
-            "noNewPrivileges": false
+            "noNewPrivileges": i.security.no_new_privileges
         },
         "root": {"path": "rootfs", "readonly": i.read_only},
         "hostname": i.hostname,
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS
+            "maskedPaths": if i.security.privileged { &[][..] } else { &MASKED_PATHS[..] },
+            "readonlyPaths": if i.security.privileged { &[][..] } else { &READONLY_PATHS[..] },
+            "seccomp": i.security.seccomp
         }
     });
     serde_json::from_value(doc).context("building the OCI runtime config")

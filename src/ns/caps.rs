@@ -46,6 +46,21 @@ pub fn resolve(add: &[String], drop: &[String]) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// --privileged: every capability this kernel has (the user namespace grants them all
+/// within it), less `drop`.
+pub fn privileged(drop: &[String]) -> Result<Vec<String>> {
+    let mut set = caps::runtime::thread_all_supported();
+    if drop.iter().any(|d| d.eq_ignore_ascii_case("all")) {
+        set.clear();
+    }
+    for d in drop.iter().filter(|d| !d.eq_ignore_ascii_case("all")) {
+        set.remove(&parse_cap(d)?);
+    }
+    let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Limits the bounding set to `names`; the other sets are set by `apply_after_setuid`.
 pub fn limit_bounding(names: &[String]) -> Result<CapsHashSet> {
     let mut keep = CapsHashSet::new();

@@ -21,6 +21,7 @@
 //!   a. non-dumpable until exec (nothing in the container may ptrace this copy of husk
 //!      or open its /proc files), the container's cgroup, stdio;
 //!   b. user and groups (names from the container's /etc/passwd and /etc/group), the
+//!      container's seccomp filter (as `run` installs it: see `seccomp::Filter`), the
 //!      container's capabilities (bounding set, then effective and permitted for root);
 //!   c. working directory, environment, descriptors above 2 closed on exec, no_new_privs
 //!      if the spec says so, then exec with the container's PATH.
@@ -345,6 +346,7 @@ fn child(spec: &Spec, opts: &ExecOptions, host: HostFiles) -> std::result::Resul
         .map(|set| set.iter().map(|c| c.to_string()).collect())
         .unwrap_or_default();
     let keep = setup(caps::limit_bounding(&cap_names))?;
+    let filter = setup(super::seccomp::Filter::of(spec))?;
     let gids: Vec<Gid> = gids.into_iter().map(Gid::from_raw).collect();
     // With a single-id map setgroups(2) is denied; there are no other groups to set then.
     let setgroups_allowed = read_container_file("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
@@ -352,6 +354,7 @@ fn child(spec: &Spec, opts: &ExecOptions, host: HostFiles) -> std::result::Resul
         setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
     }
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    setup(filter.before_id_switch())?;
     setup(
         nix::unistd::setresgid(gid, gid, gid)
             .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
@@ -381,14 +384,12 @@ fn child(spec: &Spec, opts: &ExecOptions, host: HostFiles) -> std::result::Resul
         set_env(&mut env, e);
     }
     setup(close_other_fds_on_exec())?;
-    if process.no_new_privileges().unwrap_or(false) {
-        setup(nix::sys::prctl::set_no_new_privs().context("setting no_new_privs"))?;
-    }
     if !opts.detach {
         // The command dies with husk, as a container does (set after the id switch,
         // which clears it).
         setup(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal"))?;
     }
+    setup(filter.before_exec())?;
     let path =
         exec::find(opts.args.first().map(String::as_str).unwrap_or(""), &env).map_err(|e| (e.code, e.message))?;
     let err = exec::exec(&path, &opts.args, &env);

@@ -8,5 +8,6 @@ pub mod mountpoints;
 pub mod net;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod tty;
 pub mod userns;

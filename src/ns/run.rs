@@ -11,7 +11,8 @@
 //!
 //!   a. new mount, UTS and IPC namespaces (and network, for --network none);
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
-//!   c. hostname, stdin, capabilities bounding set, user and groups, capabilities;
+//!   c. hostname, stdin, capabilities bounding set, groups, the seccomp filter (see
+//!      `seccomp::Filter` for when), user, capabilities;
 //!   d. working directory, descriptors above 2 closed on exec, then (with --init) fork
 //!      again so that a minimal init stays pid 1, and exec the command.
 use super::caps;
@@ -344,6 +345,7 @@ fn child(
         .map(|set| set.iter().map(|c| c.to_string()).collect())
         .unwrap_or_default();
     let keep = setup(caps::limit_bounding(&cap_names))?;
+    let filter = setup(super::seccomp::Filter::of(spec))?;
     let user = process.user();
     let gids: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
     // With a single-id map setgroups(2) is denied; there are no other groups to set then.
@@ -352,6 +354,7 @@ fn child(
         setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
     }
     let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
+    setup(filter.before_id_switch())?;
     setup(
         nix::unistd::setresgid(gid, gid, gid)
             .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
@@ -371,6 +374,7 @@ fn child(
     setup(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal"))?;
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
+    setup(filter.before_exec())?;
     if opts.init {
         become_init(waited, channel)?;
     }
