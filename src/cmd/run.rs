@@ -154,7 +154,6 @@ pub fn create(
         true => crate::ns::caps::privileged(&args.cap_drop)?,
         false => crate::ns::caps::resolve(&args.cap_add, &args.cap_drop)?,
     };
-    let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let env_extra = env_from_flags(&args.env, &args.env_file)?;
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
@@ -166,6 +165,7 @@ pub fn create(
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
     // when the image is already here; a pull needs the mapping to extract layers.
     let userns = begin_user_namespace()?;
+    let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
     let (image, mut userns) = match local_image(&store, args)? {
@@ -329,7 +329,7 @@ fn write_spec(
         tmpfs,
         security,
     })?;
-    crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec_pretty(&spec)?)?;
+    crate::util::atomic_replace(&container.dir.join("config.json"), &serde_json::to_vec(&spec)?)?;
     Ok(spec)
 }
 

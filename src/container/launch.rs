@@ -27,6 +27,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             target: c.dir.join("rootfs"),
             etc_files: etc_files(&hostname),
         },
+        seccomp: crate::ns::seccomp::Filter::of(spec)?,
         stdin: s.interactive,
         own_network: s.own_network,
         init: s.init,

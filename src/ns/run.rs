@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub detached: bool,
     /// The cgroup (v2 directory) the container's processes go into.
     pub cgroup: Option<std::path::PathBuf>,
+    /// The spec's seccomp filter, compiled before the fork (while the id maps are
+    /// written, off the container's start path).
+    pub seccomp: super::seccomp::Filter,
 }
 
 /// How the container ended.
@@ -345,7 +348,7 @@ fn child(
         .map(|set| set.iter().map(|c| c.to_string()).collect())
         .unwrap_or_default();
     let keep = setup(caps::limit_bounding(&cap_names))?;
-    let filter = setup(super::seccomp::Filter::of(spec))?;
+    let filter = &opts.seccomp;
     let user = process.user();
     let gids: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
     // With a single-id map setgroups(2) is denied; there are no other groups to set then.
