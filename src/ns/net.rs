@@ -185,7 +185,7 @@ pub fn start(plan: &NetPlan, netns: &OwnedFd) -> Result<NetHelper> {
         let _ = helper.child.kill();
         let status = helper.child.wait().map(|s| s.to_string()).unwrap_or_default();
         let msg = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let msg = msg.lines().filter(|l| !l.contains("syslog")).last().unwrap_or("").trim().to_string();
+        let msg = msg.lines().rfind(|l| !l.contains("syslog")).unwrap_or("").trim().to_string();
         anyhow::anyhow!("{} failed ({}){}{}", plan.tool.program(), status, if msg.is_empty() { "" } else { ": " }, msg)
     };
     match ready_r {
