@@ -244,3 +244,49 @@ fn free_host_port_is_chosen_and_shown() {
     h.run(&["rm", "-f", &id]).assert_ok();
     assert!(tools(&h).is_empty());
 }
+
+/// The tool dies with the husk that started it, even when that husk gets SIGKILL
+/// (foreground run: parent-death signal), and a foreground -p works too.
+#[test]
+fn tool_dies_with_a_killed_foreground_husk() {
+    for (user, mode) in [(TestUser::Sub, "pasta"), (TestUser::NoSub, "slirp4netns")] {
+        let h = setup(user);
+        let port = free_port();
+        let publish = format!("127.0.0.1:{port}:8080");
+        let mut child = h
+            .cmd(&[
+                "run",
+                "-q",
+                "--network",
+                mode,
+                "-p",
+                &publish,
+                &busybox(),
+                "sh",
+                "-c",
+                "mkdir /www && echo fg > /www/index.html && exec httpd -f -p 8080 -h /www",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(http_get(port).contains("fg"));
+        let started = tools(&h);
+        assert_eq!(started.len(), 1, "{mode}");
+        for pid in h.leftover_processes() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "husk" {
+                // SAFETY: kill(2) with a pid read from /proc.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Reparented when husk died: follow the pid itself.
+        while common::alive(started[0] as i64) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!common::alive(started[0] as i64), "{mode} outlived a killed husk");
+    }
+}
