@@ -81,9 +81,11 @@ fn describe(c: &Container) -> Result<serde_json::Value> {
             "StopSignal": s.settings.stop_signal,
         },
         "Mounts": mounts,
+        "NetworkSettings": { "Ports": crate::container::network::ports_json(&s.settings.ports) },
         "HostConfig": {
             "AutoRemove": s.settings.auto_remove,
-            "NetworkMode": if s.settings.own_network { "none" } else { "host" },
+            "NetworkMode": crate::container::launch::settings_mode(&s.settings).map(|m| m.name()).unwrap_or("host"),
+            "PortBindings": crate::container::network::ports_json(&s.settings.ports),
             "Init": s.settings.init,
             "ReadonlyRootfs": spec.as_ref().and_then(|sp| sp.root().as_ref().and_then(|r| r.readonly())).unwrap_or(false),
             "CapAdd": serde_json::Value::Null,

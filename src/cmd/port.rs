@@ -1,10 +1,9 @@
-//! `husk port`: the container's published ports. None exist yet (rootless networking
-//! will add them), so it prints nothing for an existing container.
+//! `husk port`: the container's published ports (`-p`), in Docker's format.
 use super::Ctx;
 use crate::container::Container;
 use anyhow::{bail, Result};
 
-/// List port mappings of a container (none until networking supports publishing ports)
+/// List port mappings of a container
 #[derive(clap::Args, Debug)]
 pub struct PortArgs {
     /// Container name, id or unique id prefix
@@ -15,12 +14,24 @@ pub struct PortArgs {
 
 pub fn run(ctx: &Ctx, args: PortArgs) -> Result<i32> {
     let store = ctx.store()?;
-    let _c = Container::find(&store, &args.container)?;
-    // When the state records published ports, print them here as
-    // "80/tcp -> 0.0.0.0:8080" lines (filtered by `private_port`).
-    if let Some(p) = &args.private_port {
-        let p = if p.contains('/') { p.clone() } else { format!("{}/tcp", p) };
-        bail!("no public port '{}' published for {}", p, args.container);
+    let c = Container::find(&store, &args.container)?;
+    let ports = &c.state.settings.ports;
+    match &args.private_port {
+        None => {
+            for p in ports {
+                println!("{} -> {}", p.private(), p.public());
+            }
+        }
+        Some(want) => {
+            let want = if want.contains('/') { want.clone() } else { format!("{}/tcp", want) };
+            let matching: Vec<_> = ports.iter().filter(|p| p.private() == want).collect();
+            if matching.is_empty() {
+                bail!("no public port '{}' published for {}", want, args.container);
+            }
+            for p in matching {
+                println!("{}", p.public());
+            }
+        }
     }
     Ok(0)
 }

@@ -70,7 +70,8 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
             if !args.no_trunc && command.chars().count() > 22 {
                 command = format!("{}…\"", command.chars().take(20).collect::<String>());
             }
-            [id, s.image.clone(), command, created(s), status_text(s), String::new(), s.name.clone()]
+            let ports = crate::container::network::ports_column(&s.settings.ports);
+            [id, s.image.clone(), command, created(s), status_text(s), ports, s.name.clone()]
         })
         .collect();
     let headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
@@ -122,6 +123,6 @@ fn json_row(s: &State) -> serde_json::Value {
         "Status": status_text(s),
         "ExitCode": s.exit_code,
         "Pid": s.pid.map(|p| p.pid).unwrap_or(0),
-        "Ports": [],
+        "Ports": crate::container::network::ports_column(&s.settings.ports),
     })
 }

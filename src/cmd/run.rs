@@ -1,4 +1,5 @@
 use super::Ctx;
+use crate::container::network::{find_tool, NetworkMode, PortMapping};
 use crate::container::spec::{build, set_env, SpecInput};
 use crate::container::user::{read_image_file, resolve as resolve_user};
 use crate::container::{launch, Container, NewContainer, Settings};
@@ -69,9 +70,15 @@ pub struct RunArgs {
     /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
     #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
     pub mounts: Vec<String>,
-    /// Network: host (share the host's) or none (only loopback)
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// Network: host (share the host's), none (only loopback), pasta or slirp4netns (own
+    /// namespace with outbound connectivity; add :allow_host_loopback=true to reach the
+    /// host's loopback as host.containers.internal)
+    #[arg(long, default_value = "host", value_name = "MODE")]
     pub network: String,
+    /// Publish a container port: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (a free host port
+    /// when left out; needs --network pasta or slirp4netns)
+    #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:][HOSTPORT:]PORT[/PROTO]")]
+    pub publish: Vec<String>,
     /// Add a capability (or ALL)
     #[arg(long)]
     pub cap_add: Vec<String>,
@@ -158,6 +165,13 @@ pub fn create(
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
     }
+    let network = NetworkMode::parse(&args.network)?;
+    if let NetworkMode::Tool { tool, .. } = network {
+        find_tool(tool)?;
+    } else if !args.publish.is_empty() {
+        bail!("-p/--publish needs --network pasta or slirp4netns: with --network {} there is nothing to publish a port through", network.name());
+    }
+    let ports = args.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>>>()?;
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
 
@@ -200,7 +214,9 @@ pub fn create(
         tty: args.tty,
         interactive: args.interactive,
         init: args.init,
-        own_network: args.network == "none",
+        own_network: network.own_namespace(),
+        network: args.network.clone(),
+        ports,
         stop_signal: cfg.stop_signal().clone(),
         cgroup_parent: args.cgroup_parent.clone(),
         limits,
@@ -312,7 +328,7 @@ fn write_spec(
     if !cwd.starts_with('/') {
         bail!("the working directory {:?} is not an absolute path", cwd);
     }
-    let own_network = args.network == "none";
+    let own_network = NetworkMode::parse(&args.network)?.own_namespace();
     let spec = build(&SpecInput {
         args: command,
         env,

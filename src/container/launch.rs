@@ -1,8 +1,10 @@
 //! Starting a container that exists on disk: in the foreground (husk waits, its own
 //! stdio is the container's), or detached under its own monitor (see `monitor`).
+use super::network::{find_tool, host_loopback_address, needs_dns_forward, resolv_conf, NetworkMode, Tool};
 use super::{process, Container};
 use crate::layers::store::Store;
 use crate::ns::channel::{Channel, StartOutcome};
+use crate::ns::net::NetPlan;
 use crate::ns::rootfs::RootfsPlan;
 use crate::ns::run::{run as run_container, Exit, RunOptions};
 use crate::ns::userns::PendingUserNamespace;
@@ -18,6 +20,18 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
     let top_first: Vec<PathBuf> = lowerdirs.iter().rev().cloned().collect();
     let hostname = spec.hostname().clone().unwrap_or_else(|| c.short_id().to_string());
     let s = &c.state.settings;
+    let mode = settings_mode(s)?;
+    let net = match &mode {
+        NetworkMode::Tool { tool, host_loopback } => Some(NetPlan {
+            tool: *tool,
+            program: find_tool(*tool)?,
+            host_loopback: *host_loopback,
+            ports: s.ports.clone(),
+            dns_forward: *tool == Tool::Pasta && needs_dns_forward(&host_resolv_conf()),
+            dir: c.dir.clone(),
+        }),
+        _ => None,
+    };
     Ok(RunOptions {
         rootfs: RootfsPlan {
             scaffold: crate::ns::mountpoints::missing(&top_first),
@@ -25,11 +39,12 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
             target: c.dir.join("rootfs"),
-            etc_files: etc_files(&hostname),
+            etc_files: etc_files(&hostname, &mode),
         },
         seccomp: crate::ns::seccomp::Filter::of(spec)?,
         stdin: s.interactive,
         own_network: s.own_network,
+        net,
         init: s.init,
         tty: s.tty,
         detached,
@@ -37,9 +52,26 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
     })
 }
 
-fn etc_files(hostname: &str) -> Vec<(String, String)> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", hostname);
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+/// The network mode recorded for the container.
+pub fn settings_mode(s: &super::Settings) -> Result<NetworkMode> {
+    match s.network.as_str() {
+        "" if s.own_network => Ok(NetworkMode::None),
+        other => NetworkMode::parse(other),
+    }
+}
+
+fn host_resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+}
+
+fn etc_files(hostname: &str, mode: &NetworkMode) -> Vec<(String, String)> {
+    let mut hosts =
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", hostname);
+    if let Some(addr) = host_loopback_address(mode) {
+        // Podman's name for the host (its loopback, with allow_host_loopback=true).
+        hosts.push_str(&format!("{}\thost.containers.internal host.docker.internal\n", addr));
+    }
+    let resolv = resolv_conf(mode, &host_resolv_conf());
     vec![
         ("/etc/hostname".into(), format!("{}\n", hostname)),
         ("/etc/hosts".into(), hosts),

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod limits;
 pub mod log;
 pub mod monitor;
+pub mod network;
 pub mod process;
 pub mod security;
 pub mod spec;
@@ -72,8 +73,15 @@ pub struct Settings {
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
-    /// --network none
+    /// Its own network namespace (every --network but host)
     pub own_network: bool,
+    /// --network as given (empty in containers made before it was recorded: host or
+    /// none, as own_network says)
+    #[serde(default)]
+    pub network: String,
+    /// -p mappings, host ports chosen
+    #[serde(default)]
+    pub ports: Vec<network::PortMapping>,
     /// The image's STOPSIGNAL, if any.
     pub stop_signal: Option<String>,
     /// --cgroup-parent, relative to the cgroup2 mount.

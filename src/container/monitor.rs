@@ -58,6 +58,8 @@ pub fn run(store: &Store, mut c: Container, spec: &Spec, opts: &RunOptions, chan
     }
     let mut relay = Relay { running, log, listener, clients: Vec::new(), pending: Vec::new(), interactive: opts.stdin };
     let code = relay.until_exit().unwrap_or(125);
+    // The network tool ends with the container (process::exit runs no destructors).
+    drop(relay.running.net.take());
     let _ = std::fs::remove_file(dir.join("attach.sock"));
     let _ = record_exit(store, c, code);
     0

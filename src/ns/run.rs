@@ -9,7 +9,8 @@
 //!
 //! Child:
 //!
-//!   a. new mount, UTS and IPC namespaces (and network, for --network none);
+//!   a. new mount, UTS and IPC namespaces (and network: new for --network none, the one
+//!      made beforehand and connected by pasta/slirp4netns for those modes);
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
 //!   c. hostname, stdin, capabilities bounding set, groups, the seccomp filter (see
 //!      `seccomp::Filter` for when), user, capabilities;
@@ -38,6 +39,9 @@ pub struct RunOptions {
     pub stdin: bool,
     /// A new network namespace with only lo (--network none).
     pub own_network: bool,
+    /// --network pasta|slirp4netns: the namespace is made first and the tool started
+    /// for it before the container's process (which joins it).
+    pub net: Option<super::net::NetPlan>,
     /// A minimal init as pid 1 that reaps zombies and forwards signals (--init).
     pub init: bool,
     /// A pseudo-terminal as the container's stdio and /dev/console (-t).
@@ -78,6 +82,8 @@ pub struct Running {
     pub outputs: Option<[OwnedFd; 2]>,
     /// Detached with -i and without -t: the write end of the container's stdin.
     pub stdin: Option<OwnedFd>,
+    /// The network tool, ended when this is dropped (after the container).
+    pub net: Option<super::net::NetHelper>,
 }
 
 const FORWARDED: [Signal; 7] = [
@@ -104,7 +110,9 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
         return Err(e);
     }
     let io = Io { master: r.master.as_ref(), forward_stdin: opts.stdin };
-    Ok(Exit::Status(supervise(r.child, &r.waited, io)?))
+    let code = supervise(r.child, &r.waited, io);
+    drop(r.net);
+    Ok(Exit::Status(code?))
 }
 
 /// Forks the container's first process and returns once its command runs (or failed
@@ -120,6 +128,16 @@ pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
     let (mut parent_end, mut child_end) = Channel::pair()?;
     let pty = if opts.tty { Some(tty::open()?) } else { None };
     let pipes = if opts.detached && pty.is_none() { Some(StdioPipes::new(opts.stdin)?) } else { None };
+    // The tool is started before the pid namespace, so that it is not in the container's.
+    let (netns, net) = match &opts.net {
+        Some(plan) => {
+            let ns = super::net::new_namespace()?;
+            let helper = super::net::start(plan, &ns)?;
+            crate::util::trace("network tool ready");
+            (Some(ns), Some(helper))
+        }
+        None => (None, None),
+    };
     unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
     // SAFETY: husk is single-threaded here (pull's threads have ended), so the child
     // may allocate and run ordinary code until it execs or exits.
@@ -134,7 +152,8 @@ pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
                     std::process::exit(SETUP_FAILED);
                 }
             }
-            let failure = match child(spec, opts, slave.as_ref(), &waited, &mut child_end) {
+            std::mem::forget(net);
+            let failure = match child(spec, opts, netns.as_ref(), slave.as_ref(), &waited, &mut child_end) {
                 Ok(never) => match never {},
                 Err(f) => f,
             };
@@ -151,7 +170,8 @@ pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
             crate::util::trace("container process exec'd");
             match outcome {
                 StartOutcome::Started => {
-                    Ok(Spawned::Running(Running { child, waited, master: pty.map(|p| p.master), outputs, stdin }))
+                    drop(netns);
+                    Ok(Spawned::Running(Running { child, waited, master: pty.map(|p| p.master), outputs, stdin, net }))
                 }
                 StartOutcome::Failed { code, message } => {
                     let _ = waitpid(child, None);
@@ -304,6 +324,7 @@ pub(super) enum Never {}
 fn child(
     spec: &Spec,
     opts: &RunOptions,
+    netns: Option<&OwnedFd>,
     pty_slave: Option<&std::os::fd::OwnedFd>,
     waited: &SigSet,
     channel: &mut Channel,
@@ -315,11 +336,13 @@ fn child(
         )?;
     }
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if opts.own_network {
+    if let Some(ns) = netns {
+        setup(nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).context("joining the container's network namespace"))?;
+    } else if opts.own_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     setup(unshare(flags).context("creating the container's namespaces"))?;
-    if opts.own_network {
+    if opts.own_network && netns.is_none() {
         setup(super::net::loopback_up())?;
     }
 
