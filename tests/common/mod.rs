@@ -206,6 +206,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("uidmap", "/usr/bin/newuidmap"),
     ("python3", "/usr/bin/python3"),
     ("openssl", "/usr/bin/openssl"),
+    ("passt", "/usr/bin/pasta"),
+    ("slirp4netns", "/usr/bin/slirp4netns"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
