@@ -146,7 +146,9 @@ fn reach_host_loopback(user: TestUser, mode: &str) {
     let net = format!("{mode}:allow_host_loopback=true");
     let out = h.run(&["run", "-q", "--rm", "--network", &net, &busybox(), "sh", "-c", &script]);
     out.assert_ok();
-    assert_eq!(out.stdout.trim(), "hello-host");
+    // (Debian 12's pasta may deliver the answer more than once after the host closes)
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| *l == "hello-host"), "{out:?}");
     server.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !tools_anywhere(&h).is_empty() {
