@@ -25,10 +25,9 @@
 //!      container's capabilities (bounding set, then effective and permitted for root);
 //!   c. working directory, environment, descriptors above 2 closed on exec, no_new_privs
 //!      if the spec says so, then exec with the container's PATH.
-use super::caps;
 use super::channel::{Channel, StartOutcome};
 use super::exec;
-use super::run::{close_other_fds_on_exec, setup, supervise, Exit, Failure, Io, Never, SETUP_FAILED};
+use super::run::{close_other_fds_on_exec, setup, supervise, switch_identity, Exit, Failure, Io, Never, SETUP_FAILED};
 use super::tty;
 use crate::container::spec::set_env;
 use crate::container::user::resolve as resolve_user;
@@ -40,7 +39,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::stat::{fstat, Mode};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Gid, Uid};
+use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::Spec;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -339,31 +338,10 @@ fn child(spec: &Spec, opts: &ExecOptions, host: HostFiles) -> std::result::Resul
             (r.uid, r.gid, gids, Some(r.home))
         }
     };
-    let cap_names: Vec<String> = process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().as_ref())
-        .map(|set| set.iter().map(|c| c.to_string()).collect())
-        .unwrap_or_default();
-    let keep = setup(caps::limit_bounding(&cap_names))?;
     let filter = setup(super::seccomp::Filter::of(spec))?;
-    let gids: Vec<Gid> = gids.into_iter().map(Gid::from_raw).collect();
     // With a single-id map setgroups(2) is denied; there are no other groups to set then.
     let setgroups_allowed = read_container_file("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
-    if setgroups_allowed || !gids.is_empty() {
-        setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
-    }
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    setup(filter.before_id_switch())?;
-    setup(
-        nix::unistd::setresgid(gid, gid, gid)
-            .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
-    )?;
-    setup(
-        nix::unistd::setresuid(uid, uid, uid)
-            .with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)),
-    )?;
-    setup(caps::apply_after_setuid(&keep, uid.is_root()))?;
+    switch_identity(process, &filter, (uid, gid, &gids), setgroups_allowed)?;
 
     // c. the command
     let cwd = match &opts.workdir {

@@ -315,6 +315,39 @@ impl StdioPipes {
 
 pub(super) type Failure = (i32, String);
 
+/// Becomes the command's user, with its groups and its capabilities, and puts the
+/// seccomp filter in at the step `seccomp::Filter` says (run and exec alike).
+/// `ids` is (uid, gid, supplementary gids).
+pub(super) fn switch_identity(
+    process: &oci_spec::runtime::Process,
+    filter: &super::seccomp::Filter,
+    ids: (u32, u32, &[u32]),
+    setgroups_allowed: bool,
+) -> std::result::Result<(), Failure> {
+    let cap_names: Vec<String> = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+        .map(|set| set.iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    let keep = setup(caps::limit_bounding(&cap_names))?;
+    let gids: Vec<Gid> = ids.2.iter().copied().map(Gid::from_raw).collect();
+    if setgroups_allowed || !gids.is_empty() {
+        setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
+    }
+    let (uid, gid) = (Uid::from_raw(ids.0), Gid::from_raw(ids.1));
+    setup(filter.before_id_switch())?;
+    setup(
+        nix::unistd::setresgid(gid, gid, gid)
+            .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
+    )?;
+    setup(
+        nix::unistd::setresuid(uid, uid, uid)
+            .with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)),
+    )?;
+    setup(caps::apply_after_setuid(&keep, uid.is_root()))
+}
+
 pub(super) fn setup<T>(r: Result<T>) -> std::result::Result<T, Failure> {
     r.map_err(|e| (SETUP_FAILED, format!("{:#}", e)))
 }
@@ -364,32 +397,11 @@ fn child(
         None if !opts.stdin => setup(redirect_stdin_from_null())?,
         None => {}
     }
-    let cap_names: Vec<String> = process
-        .capabilities()
-        .as_ref()
-        .and_then(|c| c.bounding().as_ref())
-        .map(|set| set.iter().map(|c| c.to_string()).collect())
-        .unwrap_or_default();
-    let keep = setup(caps::limit_bounding(&cap_names))?;
-    let filter = &opts.seccomp;
     let user = process.user();
-    let gids: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
+    let gids = user.additional_gids().clone().unwrap_or_default();
     // With a single-id map setgroups(2) is denied; there are no other groups to set then.
     let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
-    if setgroups_allowed || !gids.is_empty() {
-        setup(nix::unistd::setgroups(&gids).context("setting supplementary groups"))?;
-    }
-    let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
-    setup(filter.before_id_switch())?;
-    setup(
-        nix::unistd::setresgid(gid, gid, gid)
-            .with_context(|| format!("switching to gid {} (is it mapped? see husk info)", gid)),
-    )?;
-    setup(
-        nix::unistd::setresuid(uid, uid, uid)
-            .with_context(|| format!("switching to uid {} (is it mapped? see husk info)", uid)),
-    )?;
-    setup(caps::apply_after_setuid(&keep, uid.is_root()))?;
+    switch_identity(process, &opts.seccomp, (user.uid(), user.gid(), &gids), setgroups_allowed)?;
 
     // d. the command (the working directory was created by rootfs::enter)
     let cwd = process.cwd();
@@ -400,7 +412,7 @@ fn child(
     setup(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal"))?;
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
-    setup(filter.before_exec())?;
+    setup(opts.seccomp.before_exec())?;
     if opts.init {
         become_init(waited, channel)?;
     }
