@@ -251,6 +251,12 @@ fn killed_by_signal(user: TestUser) {
         cmdline(parent)
     );
     let id = new_container(&h, &before);
+    // The state is recorded right after the exec, so a watcher may see the command
+    // a moment before it says running (as with Docker, where the daemon records it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&h, &id)["status"] != "running" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(state(&h, &id)["status"], "running", "state while the container runs");
     assert_eq!(unsafe { libc::kill(sleeper, libc::SIGKILL) }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
