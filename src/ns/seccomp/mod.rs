@@ -339,46 +339,58 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<sock_filter>> {
         op(JGE_K, X32_SYSCALL_BIT, 0, 1),
         ret(foreign),
     ];
-    let groups: Vec<(u32, Vec<sock_filter>)> = bodies
-        .into_iter()
-        .map(|(nr, (mut body, complete))| {
-            // Every rule ends in a return: past the last, the default action.
-            if !complete {
-                body.push(ret(default));
-            }
-            (nr, body)
-        })
-        .collect();
-    prog.extend(dispatch(&groups, default));
+    let groups = bodies.into_iter().map(|(nr, (mut body, complete))| {
+        // Every rule ends in a return: past the last, the default action.
+        if !complete {
+            body.push(ret(default));
+        }
+        (nr, body)
+    });
+    prog.extend(dispatch(&ranges(groups, default)));
     if prog.len() > MAX_INSNS {
         bail!("the filter has {} instructions, more than the kernel's {}", prog.len(), MAX_INSNS);
     }
     Ok(prog)
 }
 
-/// Finds the system call (in the accumulator) among `groups`, sorted by number: a
-/// binary search down to a few, then compared one by one; every path ends in a return.
-fn dispatch(groups: &[(u32, Vec<sock_filter>)], default: u32) -> Vec<sock_filter> {
-    let mut out = Vec::new();
-    if groups.len() <= 4 {
-        for (nr, body) in groups {
-            match u8::try_from(body.len()) {
-                Ok(n) => out.push(op(JEQ_K, *nr, 0, n)),
-                Err(_) => {
-                    out.push(op(JEQ_K, *nr, 1, 0));
-                    out.push(op(JA, body.len() as u32, 0, 0));
-                }
-            }
-            out.extend_from_slice(body);
+/// The system call numbers from 0 up as ranges (first number, code): consecutive
+/// numbers with the same code share one range, numbers no rule names get the default.
+/// Docker's allow list is mostly long runs, so this keeps the program small, which is
+/// what the kernel's checks and JIT at every container start are paid by.
+fn ranges(groups: impl Iterator<Item = (u32, Vec<sock_filter>)>, default: u32) -> Vec<(u32, Vec<sock_filter>)> {
+    fn push(out: &mut Vec<(u32, Vec<sock_filter>)>, first: u32, code: Vec<sock_filter>) {
+        let key = |c: &[sock_filter]| c.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect::<Vec<_>>();
+        if out.last().is_some_and(|(_, last)| key(last) == key(&code)) {
+            return;
         }
-        out.push(ret(default));
-        return out;
+        out.push((first, code));
     }
-    let (low, high) = groups.split_at(groups.len() / 2);
-    let (low, high) = (dispatch(low, default), dispatch(high, default));
+    let mut out = Vec::new();
+    let mut next = 0;
+    for (nr, code) in groups {
+        if nr > next {
+            push(&mut out, next, vec![ret(default)]);
+        }
+        push(&mut out, nr, code);
+        next = nr + 1;
+    }
+    push(&mut out, next, vec![ret(default)]);
+    out
+}
+
+/// Finds the range of the system call (in the accumulator) by binary search; every
+/// path ends in its range's code.
+fn dispatch(ranges: &[(u32, Vec<sock_filter>)]) -> Vec<sock_filter> {
+    if let [(_, code)] = ranges {
+        return code.clone();
+    }
+    let mid = ranges.len() / 2;
+    let (low, high) = (dispatch(&ranges[..mid]), dispatch(&ranges[mid..]));
     // nr >= the first of the high half: over the low half
-    out.push(op(JGE_K, groups[groups.len() / 2].0, 0, 1));
-    out.push(op(JA, low.len() as u32, 0, 0));
+    let mut out = match u8::try_from(low.len()) {
+        Ok(n) => vec![op(JGE_K, ranges[mid].0, n, 0)],
+        Err(_) => vec![op(JGE_K, ranges[mid].0, 0, 1), op(JA, low.len() as u32, 0, 0)],
+    };
     out.extend(low);
     out.extend(high);
     out
