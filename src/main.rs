@@ -1,5 +1,6 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use husk::cmd::{self, Ctx};
+use husk::ns::userns::PendingUserNamespace;
 use std::path::PathBuf;
 
 /// Daemonless, rootless containers in one binary
@@ -73,8 +74,8 @@ enum ImageCmd {
     Tag(cmd::tag::TagArgs),
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let ctx = Ctx::new(cli.root)?;
+fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Result<i32> {
+    let ctx = Ctx::new(cli.root)?.with_early_user_namespace(early_userns);
     match cli.command {
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Create(a) => cmd::create::run(&ctx, a),
@@ -116,15 +117,19 @@ fn main() {
         let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     husk::util::trace("start");
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let early_userns = cmd::run::early_user_namespace(&argv);
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
+            drop(early_userns);
             let code = if e.use_stderr() { 125 } else { 0 };
             let _ = e.print();
             std::process::exit(code);
         }
     };
-    let code = match dispatch(cli) {
+    husk::util::trace("clap parsed");
+    let code = match dispatch(cli, early_userns) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {:#}", e);

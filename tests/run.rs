@@ -183,6 +183,9 @@ fn exit_codes(user: TestUser) {
     let out = run(&h, &["--rm", "--no-such-flag"], BUSYBOX, &["true"]);
     assert_eq!(out.status, 125, "bad flag: {out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
+    // run begins its user namespace before the command line is parsed: nothing of it
+    // may outlive a command line that turns out wrong.
+    assert!(h.leftover_processes().is_empty(), "processes left: {:?}", h.leftover_processes());
     let out = run(&h, &["--rm", "--pull=never"], "nosuchimage:latest", &["true"]);
     let line = out.error_line("unknown image with --pull=never");
     assert!(line.contains("nosuchimage"), "{out:?}");
@@ -209,6 +212,19 @@ fn exit_codes(user: TestUser) {
     assert_eq!(out.stdout, "from entrypoint\n");
     // every failed run with --rm removed its container
     assert!(containers(&h).is_empty(), "--rm left containers: {:?}", containers(&h));
+    // the global --root before the verb, in both spellings
+    let alt = h.home.join("alt-store");
+    let alt_path = alt.to_str().unwrap();
+    let joined = format!("--root={alt_path}");
+    let image = reg(BUSYBOX);
+    for global in [vec!["--root", alt_path], vec![joined.as_str()]] {
+        let args: Vec<&str> =
+            global.into_iter().chain(["run", "--rm", "-q", image.as_str(), "echo", "elsewhere"]).collect();
+        let out = h.run(&args);
+        out.assert_ok();
+        assert_eq!(out.stdout, "elsewhere\n");
+    }
+    assert!(alt.join("index.json").is_file());
 }
 
 #[test]

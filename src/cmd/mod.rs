@@ -29,12 +29,16 @@ pub mod volume;
 pub mod wait;
 
 use crate::layers::store::Store;
+use crate::ns::userns::PendingUserNamespace;
 use anyhow::Result;
 use std::path::PathBuf;
 
 /// What every command gets from the global options.
 pub struct Ctx {
     pub root: PathBuf,
+    /// A user namespace `main` began before parsing the command line (see
+    /// `run::early_user_namespace`), for the command to take.
+    early_userns: std::cell::Cell<Option<PendingUserNamespace>>,
 }
 
 impl Ctx {
@@ -45,7 +49,20 @@ impl Ctx {
             None => crate::util::xdg_dir("XDG_DATA_HOME", ".local/share")?.join("husk"),
         };
         let root = if root.is_absolute() { root } else { std::env::current_dir()?.join(root) };
-        Ok(Ctx { root })
+        Ok(Ctx { root, early_userns: std::cell::Cell::new(None) })
+    }
+
+    pub fn with_early_user_namespace(self, userns: Option<PendingUserNamespace>) -> Ctx {
+        self.early_userns.set(userns);
+        self
+    }
+
+    /// The user namespace begun early, or a new one.
+    pub fn begin_user_namespace(&self) -> Result<PendingUserNamespace> {
+        match self.early_userns.take() {
+            Some(u) => Ok(u),
+            None => crate::ns::userns::begin_user_namespace(),
+        }
     }
 
     pub fn store(&self) -> Result<Store> {

@@ -13,6 +13,7 @@ use crate::ns::userns::{begin_user_namespace, PendingUserNamespace};
 use crate::util::trace;
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -132,6 +133,29 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// For `run` and `create`, the user namespace is begun before the command line is
+/// parsed: the setuid map tools take milliseconds, and clap's own work then overlaps
+/// with them. Only the plain shapes (`husk [--root DIR] run|create …`) qualify; on any
+/// doubt, or if it fails, `create` begins it later as for any command (and reports
+/// the error then).
+pub fn early_user_namespace(argv: &[OsString]) -> Option<PendingUserNamespace> {
+    let mut rest = argv.iter().skip(1).map(|a| a.to_str());
+    let verb = loop {
+        match rest.next()? {
+            Some("--root") => {
+                rest.next()?;
+            }
+            Some(a) if a.starts_with("--root=") => {}
+            other => break other?,
+        }
+    };
+    let wants_help = argv.iter().any(|a| a == "--help");
+    if !matches!(verb, "run" | "create") || wants_help {
+        return None;
+    }
+    begin_user_namespace().ok()
+}
+
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     // "created" until the process runs: a "running" container without a live monitor
     // would be taken for an orphan.
@@ -178,7 +202,7 @@ pub fn create(
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
     // when the image is already here; a pull needs the mapping to extract layers.
-    let userns = begin_user_namespace()?;
+    let userns = ctx.begin_user_namespace()?;
     let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
