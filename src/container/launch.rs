@@ -88,6 +88,17 @@ fn join_cgroup(c: &mut Container) -> Result<Option<PathBuf>> {
     Ok(cg)
 }
 
+/// Waits for the user namespace begun before (if any); on failure the container's
+/// cgroup, made meanwhile, goes.
+fn enter_user_namespace(userns: Option<PendingUserNamespace>, c: &mut Container) -> Result<()> {
+    let Some(userns) = userns else { return Ok(()) };
+    let result = userns.finish().map(drop);
+    if let (Err(_), Some(cg)) = (&result, c.state.cgroup.take()) {
+        let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
+    }
+    result
+}
+
 /// Records that the container's process runs, watched by `monitor`.
 pub(super) fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Result<()> {
     let cgroup = c.state.cgroup.clone();
@@ -125,11 +136,10 @@ pub(super) fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<
 /// Runs the container with husk's own stdio and returns its exit status.
 pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
     let mut opts = run_options(store, &c, spec, false)?;
-    crate::util::trace("spec and files written");
-    if let Some(userns) = userns {
-        userns.finish()?;
-    }
+    // The cgroup is looked up and made while the map tools still run.
     opts.cgroup = join_cgroup(&mut c)?;
+    crate::util::trace("spec and files written");
+    enter_user_namespace(userns, &mut c)?;
     crate::util::trace("user namespace entered");
     let me = nix::unistd::getpid();
     let result = run_container(spec, &opts, &mut |pid| record_started(&mut c, pid, me));
@@ -154,11 +164,9 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
 /// Errors before that (a missing command: 126/127) come back as `Err`/the code.
 pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
     let mut opts = run_options(store, &c, spec, true)?;
-    if let Some(userns) = userns {
-        userns.finish()?;
-    }
     let mut c = c;
     opts.cgroup = join_cgroup(&mut c)?;
+    enter_user_namespace(userns, &mut c)?;
     let (mut cli_end, mut monitor_end) = Channel::pair()?;
     // SAFETY: husk is single-threaded here (a pull's threads have ended and no lock is
     // held); the monitor runs ordinary code and leaves with process::exit.
