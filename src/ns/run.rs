@@ -375,6 +375,7 @@ fn child(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     setup(unshare(flags).context("creating the container's namespaces"))?;
+    crate::util::trace("child: namespaces");
     if opts.own_network && netns.is_none() {
         setup(super::net::loopback_up())?;
     }
@@ -386,6 +387,7 @@ fn child(
         None => None,
     };
     setup(rootfs::enter(spec, &opts.rootfs, console.as_deref()))?;
+    crate::util::trace("child: rootfs entered");
 
     // c. identity and privileges
     let process = setup(spec.process().as_ref().context("the spec has no process"))?;
@@ -412,6 +414,7 @@ fn child(
     setup(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal"))?;
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
+    crate::util::trace("child: identity switched");
     setup(opts.seccomp.before_exec())?;
     if opts.init {
         become_init(waited, channel)?;
