@@ -123,12 +123,13 @@ bench_rm() {
 bench_husk_bin() {
 	local src=${HUSK_BIN:-}
 	if [ -z "$src" ]; then
-		src=$BENCH_REPO/target/release/husk
 		if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
 			bench_need cargo=cargo
 			bench_log "cargo build --release"
 			(cd "$BENCH_REPO" && cargo build --release --quiet) >&2 || bench_die "cargo build --release failed"
 		fi
+		# .cargo/config.toml names the target, so the binary is under target/<triple>/
+		src=$(ls -t "$BENCH_REPO"/target/*/release/husk "$BENCH_REPO"/target/release/husk 2>/dev/null | head -n 1)
 	fi
 	[ -x "$src" ] || bench_die "no husk binary at $src (build it: cargo build --release)"
 	mkdir -p "$BENCH_TMP/bin"
