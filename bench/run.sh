@@ -13,12 +13,13 @@
 #   --rss-runs K    runs per tool under /usr/bin/time -f %M for the peak RSS (default 5)
 #   --tmpfs         put the stores and the bundle on a fresh tmpfs (default: a temp dir
 #                   under ${BENCH_TMPDIR:-/var/tmp}, i.e. the disk)
-#   --husk-network MODE  pass --network MODE to husk run (default: none given, i.e.
-#                   husk's default, host; the peers all create a network namespace)
+#   --husk-network MODE  husk run's --network: none (default: like the peers, which all
+#                   create an empty network namespace), host, pasta, slirp4netns, or
+#                   default (no --network: husk's own default)
 #   --check         exit 3 when a goal is missed
 #
 # Commands timed (hyperfine -N, no shell), each as the bench user:
-#   husk   --root STORE run --rm REG/busybox:latest true               (image pulled before)
+#   husk   --root STORE run --rm --network none REG/busybox:latest true (image pulled before)
 #   podman --root STORE --runroot RUN --storage-driver overlay run --rm --network none REG/busybox:latest true
 #   crun   run --bundle BUNDLE ID   (rootfs: umoci unpack --rootless of the same image,
 #                                    config: crun spec --rootless, args ["true"]; run in a
@@ -38,7 +39,7 @@ WARMUP=3
 RSS_RUNS=5
 TMPFS=
 CHECK=0
-HUSK_NET=
+HUSK_NET=none
 GOAL_MS=8
 GOAL_PODMAN=0.0667 # 1/15
 GOAL_BWRAP=2
@@ -53,7 +54,7 @@ while [ $# -gt 0 ]; do
 	--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
 	--rss-runs) RSS_RUNS=${2:?--rss-runs needs a number}; shift 2 ;;
 	--tmpfs) TMPFS=--tmpfs; shift ;;
-	--husk-network) HUSK_NET=${2:?--husk-network needs host or none}; shift 2 ;;
+	--husk-network) HUSK_NET=${2:?--husk-network needs a mode}; shift 2 ;;
 	--check) CHECK=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
@@ -63,7 +64,8 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || bench_die "-r wants a positive integer, got '$RUNS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || bench_die "--warmup wants a number, got '$WARMUP'"
 [[ $RSS_RUNS =~ ^[0-9]+$ ]] || bench_die "--rss-runs wants a number, got '$RSS_RUNS'"
-[[ -z $HUSK_NET || $HUSK_NET =~ ^(host|none)$ ]] || bench_die "--husk-network wants host or none"
+[[ $HUSK_NET =~ ^(none|host|pasta|slirp4netns|default)$ ]] ||
+	bench_die "--husk-network wants none, host, pasta, slirp4netns or default"
 
 bench_init run
 # Runs last (cleanup steps run in reverse order): after podman's pause process was
@@ -120,7 +122,7 @@ CRUN_ID=husk-bench-$$
 bench_as_user mkdir "$HUSK_STORE" "$PODMAN_STORE"
 
 HUSK_NET_ARGS=()
-[ -z "$HUSK_NET" ] || HUSK_NET_ARGS=(--network "$HUSK_NET")
+[ "$HUSK_NET" = default ] || HUSK_NET_ARGS=(--network "$HUSK_NET")
 HUSK_CMD=("$BENCH_HUSK" --root "$HUSK_STORE" run --rm "${HUSK_NET_ARGS[@]}" "$IMAGE" true)
 PODMAN_CMD=(podman --root "$PODMAN_STORE" --runroot "$BENCH_RUN/p" --storage-driver overlay
 	run --rm --network none "$IMAGE" true)
@@ -261,7 +263,7 @@ for tool in "${TOOLS[@]}"; do
 		"$(ms "$(bench_min "${ts[@]}")")" "$(ms "$(bench_max "${ts[@]}")")" "${#ts[@]}" "$rss"
 done
 echo "  (peak RSS: max of /usr/bin/time -f %M over $RSS_RUNS runs; MB = 10^6 bytes)"
-[ -z "$HUSK_NET" ] || echo "  (husk run with --network $HUSK_NET)"
+echo "  (husk run with --network $HUSK_NET)"
 
 MISSED=0
 goal() { # LABEL VALUE OP LIMIT SHOWN_LIMIT
