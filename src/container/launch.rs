@@ -139,10 +139,17 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
     // The cgroup is looked up and made while the map tools still run.
     opts.cgroup = join_cgroup(&mut c)?;
     crate::util::trace("spec and files written");
-    enter_user_namespace(userns, &mut c)?;
-    crate::util::trace("user namespace entered");
+    // The container's process is forked while the map tools still run (it waits for
+    // them before it makes files), except with a network tool, which needs the maps.
+    let userns = match userns {
+        Some(u) if opts.net.is_some() || u.is_ready() => {
+            enter_user_namespace(Some(u), &mut c)?;
+            None
+        }
+        other => other,
+    };
     let me = nix::unistd::getpid();
-    let result = run_container(spec, &opts, &mut |pid| record_started(&mut c, pid, me));
+    let result = run_container(spec, &opts, userns, &mut |pid| record_started(&mut c, pid, me));
     let code = match &result {
         Ok(Exit::Status(c)) => *c,
         Ok(Exit::NotStarted { code, .. }) => *code,

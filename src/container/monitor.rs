@@ -35,7 +35,7 @@ pub fn run(store: &Store, mut c: Container, spec: &Spec, opts: &RunOptions, chan
     let _ = nix::unistd::setsid();
     let prepared = stdio_to_null()
         .and_then(|()| Ok((attach::listen(&dir)?, LogWriter::open(&c.log_path())?)))
-        .and_then(|(listener, log)| Ok((listener, log, spawn(spec, opts)?)));
+        .and_then(|(listener, log)| Ok((listener, log, spawn(spec, opts, None)?)));
     let (listener, log, running) = match prepared {
         Ok((listener, log, Spawned::Running(r))) => (listener, log, r),
         Ok((_, _, Spawned::NotStarted { code, message })) => {

@@ -14,6 +14,8 @@ enum Message {
     ContainerFailed { code: i32, message: String },
     /// From a detached container's monitor: the command runs and its state is recorded.
     MonitorStarted,
+    /// To the container's process: the user namespace's id maps are written.
+    IdMapsWritten,
 }
 
 /// What became of the container's process.
@@ -74,6 +76,20 @@ impl Channel {
         match self.recv()? {
             Message::UserNamespaceReady => Ok(()),
             other => bail!("unexpected message {:?} while waiting for the id map request", other),
+        }
+    }
+
+    /// To the container child, forked while the map tools ran: its ids are mapped now.
+    pub fn report_id_maps_written(&mut self) -> Result<()> {
+        self.send(&Message::IdMapsWritten)
+    }
+
+    /// In the container child, before it creates files: waits until its ids are mapped.
+    pub fn wait_for_id_maps(&mut self) -> Result<()> {
+        match self.recv_or_eof()? {
+            Some(Message::IdMapsWritten) => Ok(()),
+            None => bail!("husk went away before the user namespace's id maps were written"),
+            Some(other) => bail!("unexpected message {:?} while waiting for the id maps", other),
         }
     }
 

@@ -1,16 +1,20 @@
 //! The fork sequence of a container, top to bottom.
 //!
-//! Parent (husk, already root of its user namespace):
+//! Parent (husk, in its user namespace: root there, or about to be when the setuid map
+//! tools still write its id maps):
 //!
 //!   1. blocks the signals it forwards, so none is lost before it waits;
 //!   2. unshare(CLONE_NEWPID), fork: the child is pid 1 of the new pid namespace;
-//!   3. waits on the channel until the child has exec'd (channel closed) or failed;
-//!   4. forwards signals to the child until it exits, and returns its status.
+//!   3. if the map tools still run: waits for them, then tells the child;
+//!   4. waits on the channel until the child has exec'd (channel closed) or failed;
+//!   5. forwards signals to the child until it exits, and returns its status.
 //!
 //! Child:
 //!
 //!   a. new mount, UTS and IPC namespaces (and network: new for --network none, the one
-//!      made beforehand and connected by pasta/slirp4netns for those modes);
+//!      made beforehand and connected by pasta/slirp4netns for those modes): this needs
+//!      only the capabilities the user namespace gave, so it overlaps with the map tools;
+//!      then, if they still ran, the parent's word that the ids are mapped;
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
 //!   c. hostname, stdin, capabilities bounding set, groups, the seccomp filter (see
 //!      `seccomp::Filter` for when), user, capabilities;
@@ -21,6 +25,7 @@ use super::channel::{Channel, StartOutcome};
 use super::exec;
 use super::rootfs::{self, RootfsPlan};
 use super::tty;
+use super::userns::PendingUserNamespace;
 use anyhow::{Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -98,9 +103,15 @@ const FORWARDED: [Signal; 7] = [
 
 /// Runs the container in the foreground, with husk's stdio, to its end. `started` is
 /// called with the host pid of the container's first process once it has exec'd.
-pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Exit> {
+/// `userns`: the user namespace the caller is in, if its id maps are still being written.
+pub fn run(
+    spec: &Spec,
+    opts: &RunOptions,
+    userns: Option<PendingUserNamespace>,
+    started: &mut dyn FnMut(Pid) -> Result<()>,
+) -> Result<Exit> {
     let _raw = (opts.tty && opts.stdin).then(tty::RawMode::enter);
-    let r = match spawn(spec, opts)? {
+    let r = match spawn(spec, opts, userns)? {
         Spawned::Running(r) => r,
         Spawned::NotStarted { code, message } => return Ok(Exit::NotStarted { code, message }),
     };
@@ -116,8 +127,9 @@ pub fn run(spec: &Spec, opts: &RunOptions, started: &mut dyn FnMut(Pid) -> Resul
 }
 
 /// Forks the container's first process and returns once its command runs (or failed
-/// to start: 126/127; a setup failure is an error).
-pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
+/// to start: 126/127; a setup failure is an error). `userns` as for `run`; it must be
+/// None with a network tool, which needs the maps before it starts.
+pub fn spawn(spec: &Spec, opts: &RunOptions, userns: Option<PendingUserNamespace>) -> Result<Spawned> {
     let mut waited = SigSet::empty();
     for s in FORWARDED {
         waited.add(s);
@@ -153,7 +165,10 @@ pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
                 }
             }
             std::mem::forget(net);
-            let failure = match child(spec, opts, netns.as_ref(), slave.as_ref(), &waited, &mut child_end) {
+            let maps_pending = userns.is_some();
+            std::mem::forget(userns);
+            let failure = match child(spec, opts, netns.as_ref(), maps_pending, slave.as_ref(), &waited, &mut child_end)
+            {
                 Ok(never) => match never {},
                 Err(f) => f,
             };
@@ -162,6 +177,16 @@ pub fn spawn(spec: &Spec, opts: &RunOptions) -> Result<Spawned> {
         }
         ForkResult::Parent { child } => {
             drop(child_end);
+            if let Some(userns) = userns {
+                if let Err(e) = userns.finish() {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err(e);
+                }
+                crate::util::trace("id maps written");
+                // A child that already failed has said why: wait_for_exec reads it.
+                let _ = parent_end.report_id_maps_written();
+            }
             let (outputs, stdin) = match pipes.map(StdioPipes::into_parent_ends) {
                 Some((outputs, stdin)) => (Some(outputs), stdin),
                 None => (None, None),
@@ -358,6 +383,7 @@ fn child(
     spec: &Spec,
     opts: &RunOptions,
     netns: Option<&OwnedFd>,
+    maps_pending: bool,
     pty_slave: Option<&std::os::fd::OwnedFd>,
     waited: &SigSet,
     channel: &mut Channel,
@@ -375,9 +401,14 @@ fn child(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     setup(unshare(flags).context("creating the container's namespaces"))?;
-    crate::util::trace("child: namespaces");
     if opts.own_network && netns.is_none() {
         setup(super::net::loopback_up())?;
+    }
+    crate::util::trace("child: namespaces");
+    if maps_pending {
+        setup(channel.wait_for_id_maps())?;
+        // As the parent does once mapped: the host's supplementary groups are unmapped here.
+        let _ = nix::unistd::setgroups(&[]);
     }
 
     // b. rootfs (with -t, /dev/console is the pty). The bind source must be the slave's

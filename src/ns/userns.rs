@@ -148,6 +148,11 @@ impl PendingUserNamespace {
         &self.mapping
     }
 
+    /// True when the maps are already written (no map tool was needed).
+    pub fn is_ready(&self) -> bool {
+        self.helpers.is_empty()
+    }
+
     /// Waits until the maps are written; afterwards the caller is root in the namespace.
     pub fn finish(mut self) -> Result<IdMapping> {
         let helpers = std::mem::take(&mut self.helpers);
