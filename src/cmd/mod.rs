@@ -12,6 +12,7 @@ pub mod kill;
 pub mod login;
 pub mod logs;
 pub mod man;
+pub mod network;
 pub mod pause;
 pub mod port;
 pub mod ps;

@@ -72,7 +72,8 @@ pub struct RunArgs {
     pub mounts: Vec<String>,
     /// Network: host (share the host's), none (only loopback), pasta or slirp4netns (own
     /// namespace with outbound connectivity; add :allow_host_loopback=true to reach the
-    /// host's loopback as host.containers.internal)
+    /// host's loopback as host.containers.internal), or the name of a network made with
+    /// `husk network create` (containers on it reach each other by name)
     #[arg(long, default_value = "host", value_name = "MODE")]
     pub network: String,
     /// Publish a container port: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (a free host port
@@ -135,7 +136,7 @@ pub struct RunArgs {
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     // "created" until the process runs: a "running" container without a live monitor
     // would be taken for an orphan.
-    let (store, container, spec, userns) = create(ctx, &args, "created")?;
+    let (store, container, spec, userns) = create(ctx, &args, "created", true)?;
     if args.detach {
         let id = container.state.id.clone();
         let code = launch::detached(&store, container, &spec, userns)?;
@@ -148,11 +149,14 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
 }
 
 /// Makes the container (pulling the image if needed) with its config and state on disk.
-/// The user namespace is still being set up when this returns (unless a pull needed it).
+/// The user namespace is still being set up when this returns (unless a pull needed it);
+/// with `starting`, it is the one to start the container from (on a user-defined
+/// network, nested in the network's).
 pub fn create(
     ctx: &Ctx,
     args: &RunArgs,
     status: &str,
+    starting: bool,
 ) -> Result<(Store, Container, Spec, Option<PendingUserNamespace>)> {
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
     let mount_requests = super::volume::parse_flags(&args.volumes, &args.mounts, &args.tmpfs)?;
@@ -171,6 +175,10 @@ pub fn create(
     } else if !args.publish.is_empty() {
         bail!("-p/--publish needs --network pasta or slirp4netns: with --network {} there is nothing to publish a port through", network.name());
     }
+    let on_network = match &network {
+        NetworkMode::Named(n) if starting => Some(n.as_str()),
+        _ => None,
+    };
     let ports = args.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>>>()?;
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
@@ -178,7 +186,10 @@ pub fn create(
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
     // when the image is already here; a pull needs the mapping to extract layers.
-    let userns = begin_user_namespace()?;
+    let userns = match on_network {
+        Some(_) => crate::container::usernet::begin_user_namespace(&ctx.store()?, on_network)?,
+        None => begin_user_namespace()?,
+    };
     let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
@@ -191,6 +202,7 @@ pub fn create(
     };
     trace("image resolved");
 
+    let networks_lock = crate::container::usernet::check_exists(&store, &network)?;
     let writers = store.lock_writers()?;
     let layers_top_first: Vec<PathBuf> =
         image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
@@ -251,6 +263,7 @@ pub fn create(
     );
     drop(writers);
     drop(volumes_lock);
+    drop(networks_lock);
     let (container, spec) = match created {
         Ok(c) => c,
         Err(e) => {

@@ -45,6 +45,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
         stdin: s.interactive,
         own_network: s.own_network,
         net,
+        network: None,
         init: s.init,
         tty: s.tty,
         detached,
@@ -72,11 +73,15 @@ fn etc_files(hostname: &str, mode: &NetworkMode) -> Vec<(String, String)> {
         hosts.push_str(&format!("{}\thost.containers.internal host.docker.internal\n", addr));
     }
     let resolv = resolv_conf(mode, &host_resolv_conf());
-    vec![
+    let mut files = vec![
         ("/etc/hostname".into(), format!("{}\n", hostname)),
         ("/etc/hosts".into(), hosts),
         ("/etc/resolv.conf".into(), resolv),
-    ]
+    ];
+    if let NetworkMode::Named(_) = mode {
+        files.retain(|(f, _)| f != "/etc/hosts"); // the network's holder writes it (usernet)
+    }
+    files
 }
 
 /// Makes the container's cgroup for this start and records it (in memory: the state
@@ -129,6 +134,8 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
     if let Some(userns) = userns {
         userns.finish()?;
     }
+    opts.network = super::usernet::join(store, &mut c, spec)?;
+    let spec = &*super::usernet::spec_for(spec, &c)?;
     opts.cgroup = join_cgroup(&mut c)?;
     crate::util::trace("user namespace entered");
     let me = nix::unistd::getpid();
@@ -158,6 +165,8 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
         userns.finish()?;
     }
     let mut c = c;
+    opts.network = super::usernet::join(store, &mut c, spec)?;
+    let spec = &*super::usernet::spec_for(spec, &c)?;
     opts.cgroup = join_cgroup(&mut c)?;
     let (mut cli_end, mut monitor_end) = Channel::pair()?;
     // SAFETY: husk is single-threaded here (a pull's threads have ended and no lock is
