@@ -175,10 +175,7 @@ pub fn create(
     } else if !args.publish.is_empty() {
         bail!("-p/--publish needs --network pasta or slirp4netns: with --network {} there is nothing to publish a port through", network.name());
     }
-    let on_network = match &network {
-        NetworkMode::Named(n) if starting => Some(n.as_str()),
-        _ => None,
-    };
+
     let ports = args.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>>>()?;
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
@@ -186,9 +183,13 @@ pub fn create(
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
     // when the image is already here; a pull needs the mapping to extract layers.
-    let userns = match on_network {
-        Some(_) => crate::container::usernet::begin_user_namespace(&ctx.store()?, on_network)?,
-        None => begin_user_namespace()?,
+    let userns = match &network {
+        NetworkMode::Named(n) if starting => crate::container::usernet::begin_user_namespace(&ctx.store()?, Some(n))?,
+        NetworkMode::Named(n) => {
+            crate::container::netdef::load(&ctx.store()?, n)?; // before any pull
+            begin_user_namespace()?
+        }
+        _ => begin_user_namespace()?,
     };
     let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let ids = userns.mapping().clone();

@@ -172,11 +172,9 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// The network `name`.
 pub fn load(store: &Store, name: &str) -> Result<Network> {
-    let not_found = || format!("network {} not found", name);
-    if validate_name(name).is_err() {
-        bail!("{}", not_found());
-    }
-    let data = fs::read(dir(store, name).join(META)).with_context(not_found)?;
+    let Some(data) = validate_name(name).ok().and_then(|()| fs::read(dir(store, name).join(META)).ok()) else {
+        bail!("network {} not found", name);
+    };
     serde_json::from_slice(&data).with_context(|| format!("reading the record of network {}", name))
 }
 

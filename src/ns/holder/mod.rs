@@ -203,8 +203,9 @@ struct Serving {
     /// The network's namespace, which the holder is in (and returns to).
     home: OwnedFd,
     listener: Listener,
-    /// Connections that have not joined (yet): they keep the holder alive too.
-    waiting: Vec<Link>,
+    /// Connections that have not joined (yet): they keep the holder alive too. (None
+    /// only while a round of polling is being served.)
+    waiting: Vec<Option<Link>>,
     /// Containers on the network, each with the link that keeps it there.
     members: Vec<(Link, Member)>,
     addresses: Addresses,
@@ -229,7 +230,7 @@ impl Serving {
             }
             let mut sources = vec![Source::Listener];
             let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-            for (i, l) in self.waiting.iter().enumerate() {
+            for (i, l) in self.waiting.iter().flatten().enumerate() {
                 sources.push(Source::Waiting(i));
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
@@ -249,50 +250,55 @@ impl Serving {
                 .filter_map(|(s, r)| r.then_some(s))
                 .collect();
             drop(fds);
-            let (mut gone_waiting, mut gone_members, mut joined) = (Vec::new(), Vec::new(), Vec::new());
+            let mut gone_members = Vec::new();
             for source in ready {
                 match source {
                     Source::Listener => self.accept_all(),
-                    Source::Waiting(i) => match self.waiting[i].next_request() {
-                        Ok(Some((request, netns, hosts))) => {
-                            if let Some(member) = self.connect(request, netns, hosts, i) {
-                                joined.push((i, member));
-                            }
-                        }
-                        Ok(None) | Err(_) => gone_waiting.push(i),
-                    },
+                    Source::Waiting(i) => self.serve_waiting(i),
                     // A member says nothing more: anything readable is its end.
                     Source::Member(i) => gone_members.push(i),
                 }
             }
-            self.settle(gone_waiting, gone_members, joined);
+            self.waiting.retain(Option::is_some);
+            self.remove_members(gone_members);
         }
     }
 
+    /// New connections go to the end of `waiting` (the indexes polled stay valid).
     fn accept_all(&mut self) {
         while let Some(link) = self.listener.accept() {
             if link.welcome(&self.instance, self.userns.as_fd()).is_ok() {
-                self.waiting.push(link);
+                self.waiting.push(Some(link));
             }
         }
     }
 
-    /// Connects a container (its link moves over to the members in `settle`); on
-    /// failure it is told why, and its link stays waiting.
-    fn connect(&mut self, request: JoinRequest, netns: OwnedFd, hosts: std::fs::File, i: usize) -> Option<Member> {
+    /// A request on a waiting link: a container joins (the link moves to the members)
+    /// or is told why it cannot (the link stays); or the link has closed.
+    fn serve_waiting(&mut self, i: usize) {
+        let Some(link) = self.waiting[i].take() else { return };
+        let (request, netns, hosts) = match link.next_request() {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(_) => return,
+        };
         let connected = self.add_port(&netns);
         drop(netns); // held beyond this, it would keep a dead container's namespace alive
         match connected {
             Ok((address, endpoint)) => {
-                if self.waiting[i].answer_joined(&endpoint).is_err() {
+                let member = Member { who: request, address, hosts };
+                // Every /etc/hosts is right before the container learns it is connected.
+                let everyone: Vec<&Member> = self.members.iter().map(|(_, m)| m).chain([&member]).collect();
+                members::rewrite_hosts(&everyone);
+                if link.answer_joined(&endpoint).is_ok() {
+                    self.members.push((link, member));
+                } else {
                     self.addresses.release(address);
-                    return None;
+                    self.rewrite_all_hosts();
                 }
-                Some(Member { who: request, address, hosts })
             }
             Err(e) => {
-                let _ = self.waiting[i].answer_refused(&format!("network {}: {:#}", self.network.name, e));
-                None
+                let _ = link.answer_refused(&format!("network {}: {:#}", self.network.name, e));
+                self.waiting[i] = Some(link);
             }
         }
     }
@@ -322,29 +328,21 @@ impl Serving {
         Ok((address, endpoint))
     }
 
-    /// Applies what a round of polling found: links that closed, containers that joined
-    /// (their link moves from waiting to the member), then rewrites /etc/hosts.
-    fn settle(&mut self, gone_waiting: Vec<usize>, gone_members: Vec<usize>, joined: Vec<(usize, Member)>) {
-        let changed = !gone_members.is_empty() || !joined.is_empty();
-        let mut links: Vec<Option<Link>> = std::mem::take(&mut self.waiting).into_iter().map(Some).collect();
-        for (i, member) in joined {
-            if let Some(link) = links[i].take() {
-                self.members.push((link, member));
-            }
+    /// Containers whose links closed: their addresses are free, their names gone.
+    fn remove_members(&mut self, mut gone: Vec<usize>) {
+        if gone.is_empty() {
+            return;
         }
-        for i in gone_waiting {
-            links[i] = None;
-        }
-        self.waiting = links.into_iter().flatten().collect();
-        let mut gone = gone_members;
         gone.sort_unstable();
         for i in gone.into_iter().rev() {
             let (_, m) = self.members.remove(i);
             self.addresses.release(m.address);
         }
-        if changed {
-            members::rewrite_hosts(self.members.iter().map(|(_, m)| m).collect::<Vec<_>>().as_slice());
-        }
+        self.rewrite_all_hosts();
+    }
+
+    fn rewrite_all_hosts(&self) {
+        members::rewrite_hosts(&self.members.iter().map(|(_, m)| m).collect::<Vec<_>>());
     }
 
     /// With no connection left: exits if no client holds the lock (one may be about to
