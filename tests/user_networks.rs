@@ -1,16 +1,22 @@
 //! User-defined networks: `husk network create|ls|inspect|rm`, containers on one network
 //! talking by name (busybox nc), no way across networks (by name nor by address), the
 //! holder's lifetime (one per network while containers are on it, none afterwards),
-//! `/etc/hosts` kept up to date in running containers, and the one-line refusals.
-//! Real namespaces; traffic stays between the test's own namespaces.
+//! `/etc/hosts` kept up to date in running containers, outbound connectivity through
+//! the network's pasta (to the host's loopback, with allow_host_loopback) and none
+//! for --internal networks, and the one-line refusals. Real namespaces; traffic stays
+//! between the test's own namespaces and the host's loopback.
 mod common;
 
 use common::{ensure_prereqs, shared_registry, Husk, Output, TestUser};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();
     shared_registry();
+    // No udev here: make /dev/net/tun what every udev distribution makes it (pasta).
+    let _ = std::process::Command::new("chmod").args(["0666", "/dev/net/tun"]).status();
     Husk::new(user)
 }
 
@@ -34,19 +40,26 @@ fn server(h: &Husk, name: &str, network: &str, answer: &str) -> String {
     out.assert_ok().stdout.trim().to_string()
 }
 
-/// The holders (processes named husk-network) among this Husk's processes.
-fn holders(h: &Husk) -> Vec<i32> {
+/// This Husk's processes whose name passes `pick`.
+fn processes(h: &Husk, pick: impl Fn(&str) -> bool) -> Vec<i32> {
     h.leftover_processes()
         .into_iter()
-        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim() == "husk-network")
+        .filter(|p| pick(std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim()))
         .collect()
 }
 
+/// The holders (processes named husk-network).
+fn holders(h: &Husk) -> Vec<i32> {
+    processes(h, |c| c == "husk-network")
+}
+
+/// Neither a holder nor its pasta is left (within a few seconds).
 #[track_caller]
 fn wait_for_no_holder(h: &Husk) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !holders(h).is_empty() {
-        assert!(Instant::now() < deadline, "holder left running: {:?}", holders(h));
+    let left = || processes(h, |c| c == "husk-network" || c.starts_with("pas"));
+    while !left().is_empty() {
+        assert!(Instant::now() < deadline, "holder or pasta left running: {:?}", left());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -285,4 +298,41 @@ fn errors_exit_125_with_one_line() {
     out.error_line("options on a network");
     assert!(h.run(&["ps", "-aq"]).assert_ok().stdout.is_empty(), "no container was left behind");
     assert!(holders(&h).is_empty());
+}
+
+/// With allow_host_loopback, the network's pasta takes containers to the host's
+/// loopback (host.containers.internal); an --internal network has no way out at all.
+#[test]
+fn outbound_through_the_network() {
+    let h = setup(TestUser::NoSub);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        s.write_all(b"hello-host\n").unwrap();
+    });
+    h.run(&["network", "create", "-o", "allow_host_loopback=true", "out"]).assert_ok();
+    h.run(&["network", "create", "--internal", "closed"]).assert_ok();
+    let j = inspect_json(&h, &["network", "inspect", "out", "closed"]);
+    assert_eq!(j[0]["Options"]["allow_host_loopback"], "true");
+    assert_eq!(j[1]["Internal"], true);
+    // Debian 12's pasta does not pass the host's close on: nc gets 5 s.
+    let script = format!("echo hi | timeout 5 nc host.containers.internal {port}; true");
+    let out = sh(&h, &["--rm", "--network", "out"], &script);
+    assert!(out.assert_ok().stdout.lines().next() == Some("hello-host"), "{out:?}");
+    server.join().unwrap();
+    assert!(processes(&h, |c| c.starts_with("pas")).is_empty() || !holders(&h).is_empty());
+    wait_for_no_holder(&h);
+
+    // Internal: no host.containers.internal, and the host's gateway address (which the
+    // other network's pasta maps to the host's loopback) leads nowhere.
+    let gw = sh(&h, &["--rm", "--network", "out"], "awk '/host.containers.internal/{print $1}' /etc/hosts");
+    let gw = gw.assert_ok().stdout.trim().to_string();
+    let script = format!("grep -c host.containers /etc/hosts; timeout 3 nc {gw} {port} </dev/null && echo reached");
+    let out = sh(&h, &["--rm", "--network", "closed"], &script);
+    assert_eq!(out.stdout.trim(), "0", "{out:?}");
+    assert!(processes(&h, |c| c.starts_with("pas")).is_empty(), "an internal network runs no pasta");
+    wait_for_no_holder(&h);
 }

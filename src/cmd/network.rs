@@ -31,6 +31,10 @@ pub struct CreateArgs {
     /// No outbound connectivity: only the network's containers can be reached
     #[arg(long)]
     pub internal: bool,
+    /// Option: allow_host_loopback=true makes the host's loopback reachable as
+    /// host.containers.internal (outbound goes through pasta)
+    #[arg(short, long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
     pub name: String,
 }
 
@@ -81,11 +85,17 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<i32> {
     if args.gateway.is_some() && subnet.is_none() {
         bail!("--gateway needs --subnet");
     }
+    let mut host_loopback = false;
+    for o in &args.opt {
+        host_loopback = match o.as_str() {
+            "allow_host_loopback=true" => true,
+            "allow_host_loopback=false" => false,
+            _ => bail!("unknown network option {:?} (allow_host_loopback=true|false)", o),
+        };
+    }
     let store = ctx.store()?;
-    let network = netdef::create(
-        &store,
-        NewNetwork { name: &args.name, subnet, gateway: args.gateway, internal: args.internal },
-    )?;
+    let new = NewNetwork { name: &args.name, subnet, gateway: args.gateway, internal: args.internal, host_loopback };
+    let network = netdef::create(&store, new)?;
     println!("{}", network.id);
     Ok(0)
 }
@@ -121,7 +131,7 @@ fn describe(store: &Store, n: &Network) -> Result<serde_json::Value> {
         },
         "Internal": n.internal,
         "Containers": containers,
-        "Options": {},
+        "Options": if n.host_loopback { json!({"allow_host_loopback": "true"}) } else { json!({}) },
         "Labels": {},
     }))
 }

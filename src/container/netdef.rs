@@ -109,6 +109,10 @@ pub struct Network {
     /// No outbound connectivity (`--internal`): only the network's containers are reachable.
     #[serde(default)]
     pub internal: bool,
+    /// The host's loopback is reachable as host.containers.internal (`-o
+    /// allow_host_loopback=true`, as with `--network pasta:allow_host_loopback=true`).
+    #[serde(default)]
+    pub host_loopback: bool,
 }
 
 /// A running container's place on its network, recorded in its state.
@@ -127,6 +131,7 @@ pub struct NewNetwork<'a> {
     pub subnet: Option<Subnet>,
     pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
+    pub host_loopback: bool,
 }
 
 const META: &str = "network.json";
@@ -229,6 +234,9 @@ pub fn create(store: &Store, new: NewNetwork) -> Result<Network> {
         }
         None => free_subnet(&existing)?,
     };
+    if new.internal && new.host_loopback {
+        bail!("an --internal network cannot reach the host's loopback (allow_host_loopback)");
+    }
     let gateway = match new.gateway {
         Some(g) if !subnet.contains(g) => bail!("gateway {} is not in subnet {}", g, subnet),
         Some(g) if g == subnet.host(0) || g == subnet.host(subnet.host_count() + 1) => {
@@ -244,6 +252,7 @@ pub fn create(store: &Store, new: NewNetwork) -> Result<Network> {
         gateway,
         created: rfc3339(std::time::SystemTime::now()),
         internal: new.internal,
+        host_loopback: new.host_loopback,
     };
     let temp = top.join(format!("{}{}", CREATING, unique_suffix()));
     let made = (|| -> Result<()> {
@@ -360,6 +369,7 @@ mod tests {
             gateway: Ipv4Addr::UNSPECIFIED,
             created: String::new(),
             internal: false,
+            host_loopback: false,
         };
         let free = free_subnet(&[taken("10.89.0.0/24"), taken("10.89.1.0/25")]).unwrap();
         assert!(free.to_string().starts_with("10.89.") && free.prefix == 24);

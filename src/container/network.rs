@@ -207,7 +207,7 @@ pub fn host_loopback_address(mode: &NetworkMode) -> Option<String> {
 pub fn resolv_conf(mode: &NetworkMode, host: &str) -> String {
     match mode {
         NetworkMode::Tool { tool: Tool::Slirp4netns, .. } => "nameserver 10.0.2.3\n".into(),
-        NetworkMode::Tool { tool: Tool::Pasta, .. } if needs_dns_forward(host) => {
+        NetworkMode::Tool { tool: Tool::Pasta, .. } | NetworkMode::Named(_) if needs_dns_forward(host) => {
             let kept: String = host
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("nameserver"))

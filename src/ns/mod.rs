@@ -6,6 +6,7 @@ pub mod exec;
 pub mod holder;
 pub mod idmap;
 pub mod join;
+pub mod masquerade;
 pub mod mountpoints;
 pub mod net;
 pub mod netlink;

@@ -1,5 +1,6 @@
-//! A small rtnetlink client for the current network namespace: the link, address and
-//! route requests a bridge network needs, each sent with NLM_F_ACK and checked.
+//! A small netlink client for the current network namespace: the rtnetlink link,
+//! address and route requests a bridge network needs, and batches of nftables
+//! requests (see `masquerade`); each request is sent with NLM_F_ACK and checked.
 use anyhow::{bail, Context, Result};
 use nix::sys::socket::{recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use std::net::Ipv4Addr;
@@ -17,16 +18,22 @@ pub struct Netlink {
 
 /// One request under construction: the netlink header, a fixed family header, then
 /// attributes (nested ones remember where they start until closed).
-struct Request {
+pub(super) struct Request {
     buf: Vec<u8>,
     open: Vec<usize>,
 }
 
 impl Request {
-    fn new(kind: u16, flags: u16, family_header: &[u8]) -> Request {
+    /// A request the kernel acknowledges.
+    pub(super) fn new(kind: u16, flags: u16, family_header: &[u8]) -> Request {
+        Request::unacknowledged(kind, flags | libc::NLM_F_ACK as u16, family_header)
+    }
+
+    /// A request without acknowledgement (the markers around an nftables batch).
+    pub(super) fn unacknowledged(kind: u16, flags: u16, family_header: &[u8]) -> Request {
         let mut buf = vec![0u8; NLMSG_HEADER];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
-        let flags = flags | (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let flags = flags | libc::NLM_F_REQUEST as u16;
         buf[6..8].copy_from_slice(&flags.to_ne_bytes());
         buf.extend_from_slice(family_header);
         let mut r = Request { buf, open: Vec::new() };
@@ -40,7 +47,7 @@ impl Request {
         }
     }
 
-    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Request {
+    pub(super) fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Request {
         let len = (4 + data.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -49,13 +56,13 @@ impl Request {
         self
     }
 
-    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Request {
+    pub(super) fn attr_str(&mut self, kind: u16, s: &str) -> &mut Request {
         let mut data = s.as_bytes().to_vec();
         data.push(0);
         self.attr(kind, &data)
     }
 
-    fn begin(&mut self, kind: u16) -> &mut Request {
+    pub(super) fn begin(&mut self, kind: u16) -> &mut Request {
         self.open.push(self.buf.len());
         self.attr(kind | NLA_F_NESTED, &[])
     }
@@ -66,11 +73,20 @@ impl Request {
         self.attr(kind | NLA_F_NESTED, header)
     }
 
-    fn end(&mut self) -> &mut Request {
+    pub(super) fn end(&mut self) -> &mut Request {
         let start = self.open.pop().expect("an open nested attribute");
         let len = (self.buf.len() - start) as u16;
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         self
+    }
+
+    /// A 32-bit attribute in network byte order (as nftables wants them).
+    pub(super) fn attr_be32(&mut self, kind: u16, value: u32) -> &mut Request {
+        self.attr(kind, &value.to_be_bytes())
+    }
+
+    fn acknowledged(&self) -> bool {
+        u16::from_ne_bytes([self.buf[6], self.buf[7]]) & libc::NLM_F_ACK as u16 != 0
     }
 
     fn finish(mut self, seq: u32) -> Vec<u8> {
@@ -103,14 +119,33 @@ impl Netlink {
         Ok(Netlink { fd, seq: 0 })
     }
 
-    /// Sends one request and waits for its acknowledgement.
+    /// A netfilter netlink socket (nftables) in the calling thread's network namespace.
+    pub fn open_netfilter() -> Result<Netlink> {
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
+            .context("opening a netfilter netlink socket")?;
+        Ok(Netlink { fd, seq: 0 })
+    }
+
     fn call(&mut self, req: Request, what: &str) -> Result<()> {
-        self.seq += 1;
-        let msg = req.finish(self.seq);
+        self.call_all(vec![req], what)
+    }
+
+    /// Sends the requests in one write and waits until each that asked for it is
+    /// acknowledged; the first error fails the call.
+    pub(super) fn call_all(&mut self, reqs: Vec<Request>, what: &str) -> Result<()> {
+        let mut msg = Vec::new();
+        let mut pending = std::collections::BTreeSet::new();
+        for req in reqs {
+            self.seq += 1;
+            if req.acknowledged() {
+                pending.insert(self.seq);
+            }
+            msg.extend(req.finish(self.seq));
+        }
         sendto(self.fd.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())
             .with_context(|| format!("{}: sending the netlink request", what))?;
         let mut buf = vec![0u8; 8192];
-        loop {
+        while !pending.is_empty() {
             let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())
                 .with_context(|| format!("{}: reading the netlink answer", what))?;
             let mut at = 0;
@@ -121,17 +156,18 @@ impl Netlink {
                 if len < NLMSG_HEADER || at + len > n {
                     bail!("{}: malformed netlink answer", what);
                 }
-                if kind == libc::NLMSG_ERROR as u16 && seq == self.seq && len >= NLMSG_HEADER + 4 {
+                if kind == libc::NLMSG_ERROR as u16 && pending.contains(&seq) && len >= NLMSG_HEADER + 4 {
                     let body = &buf[at + NLMSG_HEADER..at + NLMSG_HEADER + 4];
                     let code = i32::from_ne_bytes(body.try_into().expect("4 bytes"));
-                    if code == 0 {
-                        return Ok(());
+                    if code != 0 {
+                        return Err(std::io::Error::from_raw_os_error(-code)).context(what.to_string());
                     }
-                    return Err(std::io::Error::from_raw_os_error(-code)).context(what.to_string());
+                    pending.remove(&seq);
                 }
                 at += (len + 3) & !3;
             }
         }
+        Ok(())
     }
 
     /// A bridge named `name` with a fixed MAC (otherwise it would take its lowest port's).

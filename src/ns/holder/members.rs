@@ -46,12 +46,21 @@ pub struct Member {
 }
 
 /// A container's /etc/hosts: localhost, itself (hostname first, as `hostname -i`
-/// expects), then every other container on the network by name and hostname.
-pub fn hosts_file(own: &JoinRequest, own_address: Ipv4Addr, others: &[(&JoinRequest, Ipv4Addr)]) -> String {
+/// expects), every other container on the network by name and hostname, and the
+/// host's loopback when the network may reach it (Podman's names for it).
+pub fn hosts_file(
+    own: &JoinRequest,
+    own_address: Ipv4Addr,
+    others: &[(&JoinRequest, Ipv4Addr)],
+    host: Option<Ipv4Addr>,
+) -> String {
     let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     text.push_str(&format!("{}\t{}\n", own_address, names(&own.hostname, &own.name)));
     for (who, address) in others {
         text.push_str(&format!("{}\t{}\n", address, names(&who.name, &who.hostname)));
+    }
+    if let Some(h) = host {
+        text.push_str(&format!("{}\thost.containers.internal host.docker.internal\n", h));
     }
     text
 }
@@ -66,11 +75,11 @@ fn names(first: &str, second: &str) -> String {
 
 /// Writes every member's /etc/hosts anew. The new content is written over the old
 /// and the file then cut to length, so a reader never finds it empty.
-pub fn rewrite_hosts(members: &[&Member]) {
+pub fn rewrite_hosts(members: &[&Member], host: Option<Ipv4Addr>) {
     for m in members {
         let others: Vec<(&JoinRequest, Ipv4Addr)> =
             members.iter().filter(|o| o.address != m.address).map(|o| (&o.who, o.address)).collect();
-        let text = hosts_file(&m.who, m.address, &others);
+        let text = hosts_file(&m.who, m.address, &others, host);
         // A container that is going away may have taken its file with it: no matter.
         if m.hosts.write_all_at(text.as_bytes(), 0).is_ok() {
             let _ = m.hosts.set_len(text.len() as u64);
@@ -103,7 +112,7 @@ mod tests {
     fn hosts_name_everyone_once() {
         let me = JoinRequest { container: "a".into(), name: "web".into(), hostname: "0123456789ab".into() };
         let db = JoinRequest { container: "b".into(), name: "db".into(), hostname: "db".into() };
-        let text = hosts_file(&me, Ipv4Addr::new(10, 89, 0, 2), &[(&db, Ipv4Addr::new(10, 89, 0, 3))]);
+        let text = hosts_file(&me, Ipv4Addr::new(10, 89, 0, 2), &[(&db, Ipv4Addr::new(10, 89, 0, 3))], None);
         assert!(text.contains("10.89.0.2\t0123456789ab web\n"), "{}", text);
         assert!(text.contains("10.89.0.3\tdb\n"), "{}", text);
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"));

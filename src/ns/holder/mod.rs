@@ -1,7 +1,8 @@
 //! The holder of a user-defined network: one process per network (and user) while
 //! containers are on it, a fork of husk (never an exec of a binary on disk, so nothing
 //! a container can reach is ever run by it). It owns a user namespace with the user's
-//! id mapping and, in it, the network's namespace with its bridge.
+//! id mapping and, in it, the network's namespace with its bridge; unless the network
+//! is `--internal`, pasta connects that namespace to the outside (see `masquerade`).
 //!
 //! A container on the network makes its user namespace inside the holder's, so the
 //! holder keeps every capability over the container's network namespace (a process
@@ -149,8 +150,17 @@ fn become_holder(network: &Network, dir: &Path, channel: &mut Channel) -> Result
     nix::unistd::chdir(dir).with_context(|| format!("entering {}", dir.display()))?;
     super::userns::enter_user_namespace()?;
     let home = super::net::new_namespace()?;
+    // pasta works from the host's network namespace: started before the holder leaves it.
+    let outbound = match network.internal {
+        false => Some(super::net::start(&outbound_plan(network, dir)?, &home)?),
+        true => None,
+    };
+    let host_gateway = crate::container::network::host_gateway().filter(|_| network.host_loopback);
     setns(&home, CloneFlags::CLONE_NEWNET).context("entering the network's namespace")?;
     bridge::create_bridge(network.gateway, network.subnet.prefix)?;
+    if outbound.is_some() {
+        super::masquerade::enable(super::netlink::index_of(bridge::BRIDGE)?)?;
+    }
     let listener = Listener::bind_here()?;
     let userns: OwnedFd = std::fs::File::open("/proc/self/ns/user").context("opening the user namespace")?.into();
     let mut holder = Serving {
@@ -163,6 +173,8 @@ fn become_holder(network: &Network, dir: &Path, channel: &mut Channel) -> Result
         members: Vec::new(),
         addresses: Addresses::new(network.subnet, network.gateway),
         ports: 0,
+        host_gateway,
+        _outbound: outbound,
     };
     channel.close_in_this_process();
     holder.serve()
@@ -188,6 +200,22 @@ fn close_inherited(channel: &Channel) -> Result<()> {
     Ok(())
 }
 
+/// pasta for the network's namespace, its files in the network's directory.
+fn outbound_plan(network: &Network, dir: &Path) -> Result<super::net::NetPlan> {
+    use crate::container::network::{needs_dns_forward, Tool};
+    let Some(program) = super::idmap::find_in_path("pasta") else {
+        bail!("outbound connectivity needs pasta: install the Debian package passt, or create the network with --internal");
+    };
+    Ok(super::net::NetPlan {
+        tool: Tool::Pasta,
+        program,
+        host_loopback: network.host_loopback,
+        ports: Vec::new(),
+        dns_forward: needs_dns_forward(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        dir: dir.to_path_buf(),
+    })
+}
+
 fn instance_id() -> Result<String> {
     use std::io::Read;
     let mut buf = [0u8; 8];
@@ -211,6 +239,10 @@ struct Serving {
     addresses: Addresses,
     /// Veth pairs made so far, for unique names.
     ports: u64,
+    /// With allow_host_loopback: the address that reaches the host's loopback.
+    host_gateway: Option<std::net::Ipv4Addr>,
+    /// pasta, unless the network is internal (it dies with the holder).
+    _outbound: Option<super::net::NetHelper>,
 }
 
 /// What a poll entry stands for.
@@ -288,7 +320,7 @@ impl Serving {
                 let member = Member { who: request, address, hosts };
                 // Every /etc/hosts is right before the container learns it is connected.
                 let everyone: Vec<&Member> = self.members.iter().map(|(_, m)| m).chain([&member]).collect();
-                members::rewrite_hosts(&everyone);
+                members::rewrite_hosts(&everyone, self.host_gateway);
                 if link.answer_joined(&endpoint).is_ok() {
                     self.members.push((link, member));
                 } else {
@@ -342,7 +374,7 @@ impl Serving {
     }
 
     fn rewrite_all_hosts(&self) {
-        members::rewrite_hosts(&self.members.iter().map(|(_, m)| m).collect::<Vec<_>>());
+        members::rewrite_hosts(&self.members.iter().map(|(_, m)| m).collect::<Vec<_>>(), self.host_gateway);
     }
 
     /// With no connection left: exits if no client holds the lock (one may be about to
