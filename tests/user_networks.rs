@@ -182,12 +182,14 @@ fn containers_talk_by_name_as_root() {
 }
 
 /// Containers on another network reach the server neither by name nor by address.
+/// (The other network is --internal: a network with outbound connectivity would send
+/// the lookup of an unknown name, and packets to an address it does not route, to the
+/// host's resolver and gateway, which is traffic beyond the test's namespaces.)
 #[test]
 fn networks_are_isolated() {
     let h = setup(TestUser::Sub);
-    for n in ["blue", "green"] {
-        h.run(&["network", "create", n]).assert_ok();
-    }
+    h.run(&["network", "create", "blue"]).assert_ok();
+    h.run(&["network", "create", "--internal", "green"]).assert_ok();
     server(&h, "web", "blue", "blue-secret");
     let addr = address_of(&h, "web", "blue");
     let same = sh(&h, &["--rm", "--network", "blue"], &format!("nc {addr} 8080 </dev/null"));
@@ -298,6 +300,28 @@ fn errors_exit_125_with_one_line() {
     out.error_line("options on a network");
     assert!(h.run(&["ps", "-aq"]).assert_ok().stdout.is_empty(), "no container was left behind");
     assert!(holders(&h).is_empty());
+
+    // A full network: the container that finds no address is refused, and recorded as
+    // a failed start (removed, with --rm).
+    h.run(&["network", "create", "--internal", "--subnet", "10.98.0.0/30", "tiny"]).assert_ok();
+    h.run(&["run", "-q", "-d", "--name", "first", "--network", "tiny", &image, "sleep", "300"]).assert_ok();
+    let out = h.run(&["run", "-q", "--rm", "--network", "tiny", &image, "true"]);
+    assert!(out.error_line("a full network").contains("no free address left in 10.98.0.0/30"), "{out:?}");
+    let out = h.run(&["run", "-q", "-d", "--name", "second", "--network", "tiny", &image, "true"]);
+    out.error_line("a full network, detached");
+    let ps = h.run(&["ps", "-a", "--format", "json"]).assert_ok().stdout.clone();
+    let ps: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    let states: Vec<(String, String)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["Names"][0].as_str().unwrap().to_string(), c["State"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(states.contains(&("first".into(), "running".into())), "{states:?}");
+    assert!(states.contains(&("second".into(), "exited".into())), "{states:?}");
+    assert_eq!(states.len(), 2, "{states:?}");
+    h.run(&["rm", "-f", "first"]).assert_ok();
+    wait_for_no_holder(&h);
 }
 
 /// With allow_host_loopback, the network's pasta takes containers to the host's

@@ -134,7 +134,10 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
     if let Some(userns) = userns {
         userns.finish()?;
     }
-    opts.network = super::usernet::join(store, &mut c, spec)?;
+    opts.network = match super::usernet::join(store, &mut c, spec) {
+        Ok(m) => m,
+        Err(e) => return record_exit(store, c, 125).and(Err(e)),
+    };
     let spec = &*super::usernet::spec_for(spec, &c)?;
     opts.cgroup = join_cgroup(&mut c)?;
     crate::util::trace("user namespace entered");
@@ -165,7 +168,10 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
         userns.finish()?;
     }
     let mut c = c;
-    opts.network = super::usernet::join(store, &mut c, spec)?;
+    opts.network = match super::usernet::join(store, &mut c, spec) {
+        Ok(m) => m,
+        Err(e) => return record_exit(store, c, 125).and(Err(e)),
+    };
     let spec = &*super::usernet::spec_for(spec, &c)?;
     opts.cgroup = join_cgroup(&mut c)?;
     let (mut cli_end, mut monitor_end) = Channel::pair()?;
