@@ -7,17 +7,17 @@
 //! between the test's own namespaces and the host's loopback.
 mod common;
 
-use common::{ensure_prereqs, shared_registry, Husk, Output, TestUser};
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use common::{shared_registry, Husk, Output, TestUser};
 use std::time::{Duration, Instant};
 
-fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    // No udev here: make /dev/net/tun what every udev distribution makes it (pasta).
-    let _ = std::process::Command::new("chmod").args(["0666", "/dev/net/tun"]).status();
-    Husk::new(user)
+/// A Husk with these networks made (`--internal` for names that start with `closed`).
+fn setup(user: TestUser, networks: &[&str]) -> Husk {
+    let h = common::husk_with_tun(user);
+    for n in networks {
+        let internal: &[&str] = if n.starts_with("closed") { &["--internal"] } else { &[] };
+        h.run(&[&["network", "create"], internal, &[n]].concat()).assert_ok();
+    }
+    h
 }
 
 fn busybox() -> String {
@@ -76,7 +76,7 @@ fn address_of(h: &Husk, container: &str, network: &str) -> String {
 
 #[test]
 fn create_ls_inspect_rm() {
-    let h = setup(TestUser::NoSub);
+    let h = setup(TestUser::NoSub, &[]);
     let id = h.run(&["network", "create", "front"]).assert_ok().stdout.trim().to_string();
     assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     h.run(&["network", "create", "back"]).assert_ok();
@@ -132,8 +132,7 @@ fn create_ls_inspect_rm() {
 /// A server and a client on one network: the client reaches the server by its name,
 /// while the server runs its /etc/hosts names the client, and afterwards it does not.
 fn talk_by_name(user: TestUser) {
-    let h = setup(user);
-    h.run(&["network", "create", "app"]).assert_ok();
+    let h = setup(user, &["app"]);
     let id = server(&h, "srv", "app", "hello-from-srv");
     let got = sh(&h, &["--rm", "--network", "app"], "nc srv 8080 </dev/null");
     assert_eq!(got.assert_ok().stdout.trim(), "hello-from-srv", "{got:?}");
@@ -187,9 +186,7 @@ fn containers_talk_by_name_as_root() {
 /// host's resolver and gateway, which is traffic beyond the test's namespaces.)
 #[test]
 fn networks_are_isolated() {
-    let h = setup(TestUser::Sub);
-    h.run(&["network", "create", "blue"]).assert_ok();
-    h.run(&["network", "create", "--internal", "green"]).assert_ok();
+    let h = setup(TestUser::Sub, &["blue", "closed-green"]);
     server(&h, "web", "blue", "blue-secret");
     let addr = address_of(&h, "web", "blue");
     let same = sh(&h, &["--rm", "--network", "blue"], &format!("nc {addr} 8080 </dev/null"));
@@ -197,7 +194,7 @@ fn networks_are_isolated() {
     let script = format!(
         "grep -c web /etc/hosts; timeout 3 nc web 8080 </dev/null; timeout 3 nc {addr} 8080 </dev/null; ip -4 -o addr show eth0"
     );
-    let other = sh(&h, &["--rm", "--network", "green"], &script);
+    let other = sh(&h, &["--rm", "--network", "closed-green"], &script);
     assert!(!other.stdout.contains("blue-secret"), "{other:?}");
     assert!(other.stdout.starts_with("0\n"), "{other:?}");
     assert!(other.stdout.contains("inet 10.89.1."), "{other:?}");
@@ -209,8 +206,7 @@ fn networks_are_isolated() {
 /// once; none after the last one ends; the next container starts a new one.
 #[test]
 fn holder_lives_as_long_as_its_containers() {
-    let h = setup(TestUser::NoSub);
-    h.run(&["network", "create", "life"]).assert_ok();
+    let h = setup(TestUser::NoSub, &["life"]);
     let image = busybox();
     let mut starting: Vec<_> = (0..3)
         .map(|i| {
@@ -255,10 +251,7 @@ fn holder_lives_as_long_as_its_containers() {
 /// One `husk start` of containers on different networks: each gets its own network.
 #[test]
 fn start_containers_on_different_networks() {
-    let h = setup(TestUser::Sub);
-    for n in ["left", "right"] {
-        h.run(&["network", "create", n]).assert_ok();
-    }
+    let h = setup(TestUser::Sub, &["left", "right"]);
     let image = busybox();
     for (name, net) in [("l1", "left"), ("r1", "right"), ("plain", "none")] {
         h.run(&["create", "-q", "--name", name, "--network", net, &image, "sleep", "300"]).assert_ok();
@@ -274,8 +267,7 @@ fn start_containers_on_different_networks() {
 
 #[test]
 fn rm_is_refused_while_a_container_uses_the_network() {
-    let h = setup(TestUser::NoSub);
-    h.run(&["network", "create", "busy"]).assert_ok();
+    let h = setup(TestUser::NoSub, &["busy"]);
     let image = busybox();
     h.run(&["create", "-q", "--name", "user1", "--network", "busy", &image, "true"]).assert_ok();
     let line = h.run(&["network", "rm", "busy"]).error_line("rm of a network in use").to_string();
@@ -287,7 +279,7 @@ fn rm_is_refused_while_a_container_uses_the_network() {
 
 #[test]
 fn errors_exit_125_with_one_line() {
-    let h = setup(TestUser::Sub);
+    let h = setup(TestUser::Sub, &[]);
     let image = busybox();
     let out = h.run(&["run", "--rm", "--network", "nosuch", &image, "true"]);
     assert!(out.error_line("run on a missing network").contains("network nosuch not found"), "{out:?}");
@@ -328,15 +320,8 @@ fn errors_exit_125_with_one_line() {
 /// loopback (host.containers.internal); an --internal network has no way out at all.
 #[test]
 fn outbound_through_the_network() {
-    let h = setup(TestUser::NoSub);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 64];
-        let _ = s.read(&mut buf);
-        s.write_all(b"hello-host\n").unwrap();
-    });
+    let h = setup(TestUser::NoSub, &[]);
+    let (port, server) = common::answer_once_on_loopback(b"hello-host\n");
     h.run(&["network", "create", "-o", "allow_host_loopback=true", "out"]).assert_ok();
     h.run(&["network", "create", "--internal", "closed"]).assert_ok();
     let j = inspect_json(&h, &["network", "inspect", "out", "closed"]);

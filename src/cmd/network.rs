@@ -41,15 +41,8 @@ pub struct CreateArgs {
 /// List networks
 #[derive(clap::Args, Debug)]
 pub struct LsArgs {
-    /// Only show network ids
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Do not truncate ids
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub list: super::ListFlags,
 }
 
 /// Show networks as JSON, with their containers and addresses
@@ -137,6 +130,7 @@ fn describe(store: &Store, n: &Network) -> Result<serde_json::Value> {
 }
 
 fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
+    let args = args.list;
     let store = ctx.store()?;
     let networks = netdef::list(&store)?;
     let id = |n: &Network| if args.no_trunc { n.id.clone() } else { n.id[..12].to_string() };
@@ -157,19 +151,7 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
 
 fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
     let store = ctx.store()?;
-    let mut found = Vec::new();
-    let mut failed = false;
-    for what in &args.networks {
-        match netdef::find(&store, what).and_then(|n| describe(&store, &n)) {
-            Ok(j) => found.push(j),
-            Err(e) => {
-                eprintln!("Error: {:#}", e);
-                failed = true;
-            }
-        }
-    }
-    println!("{}", serde_json::to_string_pretty(&found)?);
-    Ok(if failed { 125 } else { 0 })
+    super::inspect_each(&args.networks, |what| describe(&store, &netdef::find(&store, what)?))
 }
 
 fn rm(ctx: &Ctx, args: RmArgs) -> Result<i32> {

@@ -199,19 +199,7 @@ pub fn find(store: &Store, what: &str) -> Result<Network> {
 
 /// Every network, sorted by name.
 pub fn list(store: &Store) -> Result<Vec<Network>> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(networks_dir(store)) else { return Ok(out) };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if let Ok(n) = load(store, &name) {
-            out.push(n);
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(crate::util::visible_entries(&networks_dir(store)).iter().filter_map(|n| load(store, n).ok()).collect())
 }
 
 /// Makes a network; its subnet, when not given, is the first free /24 of 10.89.0.0/16.
