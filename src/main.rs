@@ -47,6 +47,9 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCmd),
+    /// Manage user-defined networks
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCmd),
     /// Show husk's configuration: store, id mapping
     Info,
     Login(cmd::login::LoginArgs),
@@ -98,6 +101,7 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
         Command::System(c) => cmd::system::run(&ctx, c),
         Command::Volume(c) => cmd::volume::run(&ctx, c),
+        Command::Network(c) => cmd::network::run(&ctx, c),
         Command::Info => cmd::info::run(&ctx),
         Command::Login(a) => cmd::login::login(&ctx, a),
         Command::Logout(a) => cmd::login::logout(&ctx, a),

@@ -288,3 +288,14 @@ pub fn trace(point: &str) {
         eprintln!("husk-trace {:>8.3} ms  {}", s.elapsed().as_secs_f64() * 1000.0, point);
     }
 }
+
+/// The names in directory `dir` (none if it is missing) that do not start with a dot
+/// (those are being made or removed), sorted.
+pub fn visible_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|n| !n.starts_with('.'));
+    names.sort();
+    names
+}

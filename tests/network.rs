@@ -4,17 +4,13 @@
 //! on loopback and the test's own namespaces.
 mod common;
 
-use common::{ensure_prereqs, shared_registry, Husk, TestUser};
+use common::{shared_registry, Husk, TestUser};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    // No udev here: make /dev/net/tun what every udev distribution makes it.
-    let _ = std::process::Command::new("chmod").args(["0666", "/dev/net/tun"]).status();
-    Husk::new(user)
+    common::husk_with_tun(user)
 }
 
 fn busybox() -> String {
@@ -130,14 +126,7 @@ fn slirp4netns_publishes_a_port_detached() {
 /// for it (host.containers.internal), in a foreground run; no tool left afterwards.
 fn reach_host_loopback(user: TestUser, mode: &str) {
     let h = setup(user);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 512];
-        let _ = s.read(&mut buf);
-        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nhello-host").unwrap();
-    });
+    let (port, server) = common::answer_once_on_loopback(b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nhello-host");
     let script = format!(
         "grep -q \"$(hostname)\" /etc/hosts && grep host.containers.internal /etc/hosts >&2 && {{ printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc $(awk '/host.containers.internal/{{print $1}}' /etc/hosts) {port}; true; }} | grep -o hello-host"
     );

@@ -7,18 +7,12 @@ use serde_json::json;
 /// List images in the store
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
-    /// Only show image ids
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Do not truncate image ids
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub list: super::ListFlags,
 }
 
 pub fn run(ctx: &Ctx, args: ImagesArgs) -> Result<i32> {
+    let args = args.list;
     let store = ctx.store()?;
     let images = list(&store)?;
     let id = |full: &str| {

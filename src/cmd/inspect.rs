@@ -19,7 +19,9 @@ pub fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
     let mut out = Vec::new();
     for name in &args.containers {
         let c = Container::find(&store, name)?;
-        out.push(describe(&c)?);
+        let mut j = describe(&c)?;
+        j["NetworkSettings"]["Networks"] = networks(&store, &c);
+        out.push(j);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
@@ -84,7 +86,7 @@ fn describe(c: &Container) -> Result<serde_json::Value> {
         "NetworkSettings": { "Ports": crate::container::network::ports_json(&s.settings.ports) },
         "HostConfig": {
             "AutoRemove": s.settings.auto_remove,
-            "NetworkMode": crate::container::launch::settings_mode(&s.settings).map(|m| m.name()).unwrap_or("host"),
+            "NetworkMode": crate::container::launch::settings_mode(&s.settings).map(|m| m.name().to_string()).unwrap_or("host".into()),
             "PortBindings": crate::container::network::ports_json(&s.settings.ports),
             "Init": s.settings.init,
             "ReadonlyRootfs": spec.as_ref().and_then(|sp| sp.root().as_ref().and_then(|r| r.readonly())).unwrap_or(false),
@@ -97,4 +99,20 @@ fn describe(c: &Container) -> Result<serde_json::Value> {
             "Data": { "UpperDir": c.dir.join("upper"), "WorkDir": c.dir.join("work") },
         },
     }))
+}
+
+/// NetworkSettings.Networks: the user-defined network, with the container's address
+/// while it runs (empty otherwise, as Docker's).
+fn networks(store: &crate::layers::store::Store, c: &Container) -> serde_json::Value {
+    let Some(name) = crate::container::usernet::network_of(c) else { return json!({}) };
+    let id = crate::container::netdef::load(store, &name).map(|n| n.id).unwrap_or_default();
+    let ep = c.state.endpoint.as_ref().filter(|_| c.is_up() && c.live_pid().is_some());
+    json!({ name: {
+        "NetworkID": id,
+        "IPAddress": ep.map(|e| e.address.to_string()).unwrap_or_default(),
+        "IPPrefixLen": ep.map(|e| e.prefix).unwrap_or(0),
+        "Gateway": ep.map(|e| e.gateway.to_string()).unwrap_or_default(),
+        "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
+        "Aliases": [c.state.name.clone(), c.short_id()],
+    }})
 }

@@ -12,6 +12,7 @@ pub mod kill;
 pub mod login;
 pub mod logs;
 pub mod man;
+pub mod network;
 pub mod pause;
 pub mod port;
 pub mod ps;
@@ -75,6 +76,38 @@ impl Ctx {
 pub enum Format {
     Table,
     Json,
+}
+
+/// `-q`, `--no-trunc` and `--format`, as the listing verbs with ids take them.
+#[derive(clap::Args, Debug)]
+pub struct ListFlags {
+    /// Only show ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate ids
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Prints what `describe` makes of each name as one JSON array, as Docker's inspect
+/// verbs do; a name it fails on is reported on stderr and makes the exit status 125.
+pub fn inspect_each(names: &[String], mut describe: impl FnMut(&str) -> Result<serde_json::Value>) -> Result<i32> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match describe(name) {
+            Ok(j) => found.push(j),
+            Err(e) => {
+                eprintln!("Error: {:#}", e);
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(if failed { 125 } else { 0 })
 }
 
 /// Applies `f` to each named container as Docker's multi-container verbs do: prints

@@ -15,7 +15,7 @@ pub struct PsArgs {
     /// Do not truncate ids and commands
     #[arg(long)]
     pub no_trunc: bool,
-    /// Filter: status=created|running|paused|exited, name=NAME, id=PREFIX
+    /// Filter: status=created|running|paused|exited, name=NAME, id=PREFIX, network=NAME
     #[arg(short, long)]
     pub filter: Vec<String>,
     /// Output format
@@ -28,8 +28,8 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
     let mut filters = Vec::new();
     for f in &args.filter {
         match f.split_once('=') {
-            Some((k @ ("status" | "name" | "id"), v)) => filters.push((k.to_string(), v.to_string())),
-            _ => bail!("invalid filter {:?}: expected status=…, name=… or id=…", f),
+            Some((k @ ("status" | "name" | "id" | "network"), v)) => filters.push((k.to_string(), v.to_string())),
+            _ => bail!("invalid filter {:?}: expected status=…, name=…, id=… or network=…", f),
         }
     }
     let mut states: Vec<State> = Vec::new();
@@ -47,6 +47,7 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
             && filters.iter().all(|(k, v)| match k.as_str() {
                 "status" => &s.status == v,
                 "name" => s.name.contains(v.as_str()),
+                "network" => network_name(s) == *v,
                 _ => s.id.starts_with(v.as_str()),
             })
     });
@@ -124,5 +125,12 @@ fn json_row(s: &State) -> serde_json::Value {
         "ExitCode": s.exit_code,
         "Pid": s.pid.map(|p| p.pid).unwrap_or(0),
         "Ports": crate::container::network::ports_column(&s.settings.ports),
+        "Networks": [network_name(s)],
+        "IPAddress": s.endpoint.as_ref().filter(|_| s.status == "running" || s.status == "paused").map(|e| e.address.to_string()),
     })
+}
+
+/// The --network the container runs with (host, none, pasta, … or a network's name).
+fn network_name(s: &State) -> String {
+    crate::container::launch::settings_mode(&s.settings).map(|m| m.name().to_string()).unwrap_or_default()
 }

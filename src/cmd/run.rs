@@ -73,7 +73,8 @@ pub struct RunArgs {
     pub mounts: Vec<String>,
     /// Network: host (share the host's), none (only loopback), pasta or slirp4netns (own
     /// namespace with outbound connectivity; add :allow_host_loopback=true to reach the
-    /// host's loopback as host.containers.internal)
+    /// host's loopback as host.containers.internal), or the name of a network made with
+    /// `husk network create` (containers on it reach each other by name)
     #[arg(long, default_value = "host", value_name = "MODE")]
     pub network: String,
     /// Publish a container port: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (a free host port
@@ -135,9 +136,10 @@ pub struct RunArgs {
 
 /// For `run` and `create`, the user namespace is begun before the command line is
 /// parsed: the setuid map tools take milliseconds, and clap's own work then overlaps
-/// with them. Only the plain shapes (`husk [--root DIR] run|create …`) qualify; on any
-/// doubt, or if it fails, `create` begins it later as for any command (and reports
-/// the error then).
+/// with them. Only the plain shapes (`husk [--root DIR] run|create …`) qualify, and
+/// not with a user-defined network (its containers' user namespace is made inside the
+/// network's); on any doubt, or if it fails, `create` begins it later as for any
+/// command (and reports the error then).
 pub fn early_user_namespace(argv: &[OsString]) -> Option<PendingUserNamespace> {
     let mut rest = argv.iter().skip(1).map(|a| a.to_str());
     let verb = loop {
@@ -150,16 +152,29 @@ pub fn early_user_namespace(argv: &[OsString]) -> Option<PendingUserNamespace> {
         }
     };
     let wants_help = argv.iter().any(|a| a == "--help");
-    if !matches!(verb, "run" | "create") || wants_help {
+    if !matches!(verb, "run" | "create") || wants_help || names_a_network(argv) {
         return None;
     }
     begin_user_namespace().ok()
 }
 
+/// Whether any word could give --network a user-defined network (words of the
+/// container's command count too: a false yes only costs the early start).
+fn names_a_network(argv: &[OsString]) -> bool {
+    let words: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let values = words.iter().enumerate().filter_map(|(i, w)| match w.strip_prefix("--network") {
+        Some("") => Some(words.get(i + 1).copied().unwrap_or("")),
+        Some(v) => v.strip_prefix('='),
+        None => None,
+    });
+    let builtin = |v: &str| matches!(v.split(':').next(), Some("" | "host" | "none" | "pasta" | "slirp4netns"));
+    values.into_iter().any(|v| !builtin(v))
+}
+
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
     // "created" until the process runs: a "running" container without a live monitor
     // would be taken for an orphan.
-    let (store, container, spec, userns) = create(ctx, &args, "created")?;
+    let (store, container, spec, userns) = create(ctx, &args, "created", true)?;
     if args.detach {
         let id = container.state.id.clone();
         let code = launch::detached(&store, container, &spec, userns)?;
@@ -172,11 +187,14 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
 }
 
 /// Makes the container (pulling the image if needed) with its config and state on disk.
-/// The user namespace is still being set up when this returns (unless a pull needed it).
+/// The user namespace is still being set up when this returns (unless a pull needed it);
+/// with `starting`, it is the one to start the container from (on a user-defined
+/// network, nested in the network's).
 pub fn create(
     ctx: &Ctx,
     args: &RunArgs,
     status: &str,
+    starting: bool,
 ) -> Result<(Store, Container, Spec, Option<PendingUserNamespace>)> {
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
     let mount_requests = super::volume::parse_flags(&args.volumes, &args.mounts, &args.tmpfs)?;
@@ -195,6 +213,7 @@ pub fn create(
     } else if !args.publish.is_empty() {
         bail!("-p/--publish needs --network pasta or slirp4netns: with --network {} there is nothing to publish a port through", network.name());
     }
+
     let ports = args.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>>>()?;
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
@@ -202,7 +221,15 @@ pub fn create(
     trace("arguments parsed");
     // The setuid map tools take a few milliseconds: prepare the container meanwhile
     // when the image is already here; a pull needs the mapping to extract layers.
-    let userns = ctx.begin_user_namespace()?;
+    // (`early_user_namespace` begins none when the command line names a network.)
+    let userns = match &network {
+        NetworkMode::Named(n) if starting => crate::container::usernet::begin_user_namespace(&ctx.store()?, Some(n))?,
+        NetworkMode::Named(n) => {
+            crate::container::netdef::load(&ctx.store()?, n)?; // before any pull
+            ctx.begin_user_namespace()?
+        }
+        _ => ctx.begin_user_namespace()?,
+    };
     let security = crate::container::security::from_flags(&args.security_opt, args.privileged, &capabilities)?;
     let ids = userns.mapping().clone();
     let store = ctx.store()?;
@@ -215,6 +242,7 @@ pub fn create(
     };
     trace("image resolved");
 
+    let networks_lock = crate::container::usernet::check_exists(&store, &network)?;
     let writers = store.lock_writers()?;
     let layers_top_first: Vec<PathBuf> =
         image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
@@ -275,6 +303,7 @@ pub fn create(
     );
     drop(writers);
     drop(volumes_lock);
+    drop(networks_lock);
     let (container, spec) = match created {
         Ok(c) => c,
         Err(e) => {

@@ -1,5 +1,5 @@
 use super::Ctx;
-use crate::container::{launch, Container};
+use crate::container::{launch, usernet, Container};
 use anyhow::{bail, Result};
 
 /// Start stopped containers
@@ -23,8 +23,8 @@ pub fn run(ctx: &Ctx, args: StartArgs) -> Result<i32> {
         bail!("start -a takes exactly one container");
     }
     let store = ctx.store()?;
-    let userns = crate::ns::userns::begin_user_namespace()?;
     let mut c = Container::find(&store, &args.containers[0])?;
+    let userns = usernet::begin_user_namespace(&store, usernet::network_of(&c).as_deref())?;
     if c.is_up() && c.live_pid().is_some() {
         bail!("container {} is already running", args.containers[0]);
     }
@@ -36,7 +36,18 @@ pub fn run(ctx: &Ctx, args: StartArgs) -> Result<i32> {
 /// Starts each container under its own monitor; prints each name as given.
 pub fn start_detached(ctx: &Ctx, names: &[String]) -> Result<i32> {
     let store = ctx.store()?;
-    let mut userns = Some(crate::ns::userns::begin_user_namespace()?);
+    let networks: Vec<Option<String>> =
+        names.iter().map(|n| Container::find(&store, n).ok().and_then(|c| usernet::network_of(&c))).collect();
+    if networks.iter().any(|n| *n != networks[0]) {
+        // Containers on different networks start from user namespaces of their own.
+        let mut code = 0;
+        for name in names {
+            let one = usernet::in_own_process(|| start_detached(ctx, std::slice::from_ref(name)))?;
+            code = code.max(one);
+        }
+        return Ok(code);
+    }
+    let mut userns = Some(usernet::begin_user_namespace(&store, networks[0].as_deref())?);
     super::each(names, |name| {
         let c = Container::find(&store, name)?;
         if c.is_up() && c.live_pid().is_some() {

@@ -122,19 +122,7 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
 
 fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
     let store = ctx.store()?;
-    let mut found = Vec::new();
-    let mut failed = false;
-    for n in &args.names {
-        match volume::load(&store, n) {
-            Ok(v) => found.push(describe(&v)),
-            Err(e) => {
-                eprintln!("Error: {:#}", e);
-                failed = true;
-            }
-        }
-    }
-    println!("{}", serde_json::to_string_pretty(&found)?);
-    Ok(if failed { 125 } else { 0 })
+    super::inspect_each(&args.names, |n| Ok(describe(&volume::load(&store, n)?)))
 }
 
 fn rm(ctx: &Ctx, args: RmArgs) -> Result<i32> {

@@ -45,6 +45,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
         stdin: s.interactive,
         own_network: s.own_network,
         net,
+        network: None,
         init: s.init,
         tty: s.tty,
         detached,
@@ -72,11 +73,15 @@ fn etc_files(hostname: &str, mode: &NetworkMode) -> Vec<(String, String)> {
         hosts.push_str(&format!("{}\thost.containers.internal host.docker.internal\n", addr));
     }
     let resolv = resolv_conf(mode, &host_resolv_conf());
-    vec![
+    let mut files = vec![
         ("/etc/hostname".into(), format!("{}\n", hostname)),
         ("/etc/hosts".into(), hosts),
         ("/etc/resolv.conf".into(), resolv),
-    ]
+    ];
+    if let NetworkMode::Named(_) = mode {
+        files.retain(|(f, _)| f != "/etc/hosts"); // the network's holder writes it (usernet)
+    }
+    files
 }
 
 /// Makes the container's cgroup for this start and records it (in memory: the state
@@ -140,14 +145,21 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
     opts.cgroup = join_cgroup(&mut c)?;
     crate::util::trace("spec and files written");
     // The container's process is forked while the map tools still run (it waits for
-    // them before it makes files), except with a network tool, which needs the maps.
+    // them before it makes files), except with a network tool, which needs the maps, and
+    // on a user-defined network, whose join makes the container's network namespace in
+    // the network's user namespace.
     let userns = match userns {
-        Some(u) if opts.net.is_some() || u.is_ready() => {
+        Some(u) if opts.net.is_some() || super::usernet::network_of(&c).is_some() || u.is_ready() => {
             enter_user_namespace(Some(u), &mut c)?;
             None
         }
         other => other,
     };
+    opts.network = match super::usernet::join(store, &mut c, spec) {
+        Ok(m) => m,
+        Err(e) => return record_exit(store, c, 125).and(Err(e)),
+    };
+    let spec = &*super::usernet::spec_for(spec, &c)?;
     let me = nix::unistd::getpid();
     let result = run_container(spec, &opts, userns, &mut |pid| record_started(&mut c, pid, me));
     let code = match &result {
@@ -174,6 +186,11 @@ pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<Pending
     let mut c = c;
     opts.cgroup = join_cgroup(&mut c)?;
     enter_user_namespace(userns, &mut c)?;
+    opts.network = match super::usernet::join(store, &mut c, spec) {
+        Ok(m) => m,
+        Err(e) => return record_exit(store, c, 125).and(Err(e)),
+    };
+    let spec = &*super::usernet::spec_for(spec, &c)?;
     let (mut cli_end, mut monitor_end) = Channel::pair()?;
     // SAFETY: husk is single-threaded here (a pull's threads have ended and no lock is
     // held); the monitor runs ordinary code and leaves with process::exit.

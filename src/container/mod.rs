@@ -9,11 +9,13 @@ pub mod launch;
 pub mod limits;
 pub mod log;
 pub mod monitor;
+pub mod netdef;
 pub mod network;
 pub mod process;
 pub mod security;
 pub mod spec;
 pub mod user;
+pub mod usernet;
 pub mod volume;
 
 use crate::layers::store::Store;
@@ -56,6 +58,9 @@ pub struct State {
     /// The volumes the container mounts (kept from removal while it exists).
     #[serde(default)]
     pub volumes: Vec<volume::VolumeMount>,
+    /// While it runs on a user-defined network: its address there.
+    #[serde(default)]
+    pub endpoint: Option<netdef::Endpoint>,
 }
 
 /// A process identified beyond its pid.
@@ -382,6 +387,7 @@ impl Container {
         self.state.status = "exited".into();
         self.state.pid = None;
         self.state.monitor = None;
+        self.state.endpoint = None;
         self.state.exit_code = Some(code);
         self.state.finished_at = Some(rfc3339(std::time::SystemTime::now()));
         self.save()

@@ -12,6 +12,8 @@ pub enum NetworkMode {
     None,
     /// Its own network namespace, connected by a user-mode tool husk starts.
     Tool { tool: Tool, host_loopback: bool },
+    /// Its own network namespace on a user-defined network (`husk network create`).
+    Named(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +50,13 @@ impl NetworkMode {
             "none" => return Ok(NetworkMode::None),
             "pasta" => Tool::Pasta,
             "slirp4netns" => Tool::Slirp4netns,
-            other => bail!("unknown network mode {:?} (host, none, pasta or slirp4netns)", other),
+            other if super::netdef::validate_name(other).is_ok() => {
+                if !opts.is_empty() {
+                    bail!("--network {}: a user-defined network takes no options", other);
+                }
+                return Ok(NetworkMode::Named(other.to_string()));
+            }
+            other => bail!("unknown network mode {:?} (host, none, pasta, slirp4netns or a network's name)", other),
         };
         let mut host_loopback = false;
         for o in opts.split(',').filter(|o| !o.is_empty()) {
@@ -66,11 +74,12 @@ impl NetworkMode {
     }
 
     /// The name Docker's inspect shows (NetworkMode).
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             NetworkMode::Host => "host",
             NetworkMode::None => "none",
             NetworkMode::Tool { tool, .. } => tool.program(),
+            NetworkMode::Named(n) => n,
         }
     }
 }
@@ -198,7 +207,7 @@ pub fn host_loopback_address(mode: &NetworkMode) -> Option<String> {
 pub fn resolv_conf(mode: &NetworkMode, host: &str) -> String {
     match mode {
         NetworkMode::Tool { tool: Tool::Slirp4netns, .. } => "nameserver 10.0.2.3\n".into(),
-        NetworkMode::Tool { tool: Tool::Pasta, .. } if needs_dns_forward(host) => {
+        NetworkMode::Tool { tool: Tool::Pasta, .. } | NetworkMode::Named(_) if needs_dns_forward(host) => {
             let kept: String = host
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("nameserver"))
@@ -231,7 +240,9 @@ mod tests {
             NetworkMode::parse("slirp4netns:allow_host_loopback=true").unwrap(),
             NetworkMode::Tool { tool: Tool::Slirp4netns, host_loopback: true }
         );
-        assert!(NetworkMode::parse("bridge").is_err());
+        assert_eq!(NetworkMode::parse("backend").unwrap(), NetworkMode::Named("backend".into()));
+        assert!(NetworkMode::parse("backend:x=y").is_err());
+        assert!(NetworkMode::parse("-bad").is_err());
         assert!(NetworkMode::parse("pasta:bogus").is_err());
     }
 

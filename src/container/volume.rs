@@ -113,19 +113,7 @@ pub fn load(store: &Store, name: &str) -> Result<Volume> {
 
 /// Every volume, sorted by name.
 pub fn list(store: &Store) -> Result<Vec<Volume>> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(volumes_dir(store)) else { return Ok(out) };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if let Ok(v) = load(store, &name) {
-            out.push(v);
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(crate::util::visible_entries(&volumes_dir(store)).iter().filter_map(|n| load(store, n).ok()).collect())
 }
 
 /// Creates volume `name` unless it exists (call with a volumes lock held). Returns it

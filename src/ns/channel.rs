@@ -32,6 +32,12 @@ pub struct Channel {
     stream: UnixStream,
 }
 
+impl std::os::fd::AsRawFd for Channel {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
 impl Channel {
     pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = UnixStream::pair().context("creating a socket pair")?;

@@ -128,6 +128,11 @@ pub fn start(plan: &NetPlan, netns: &OwnedFd) -> Result<NetHelper> {
             let _ = std::fs::remove_file(&pid_file);
             cmd.args(["-f", "-q", "--config-net", "--netns", &format!("/proc/self/fd/{}", NETNS_FD), "-P"]);
             cmd.arg(&pid_file);
+            if nix::unistd::geteuid().is_root() {
+                // Started as root, pasta would become nobody, which may not enter the
+                // namespace (owned by husk's user namespace): it stays husk's root.
+                cmd.args(["--runas", "0:0"]);
+            }
             cmd.args(["-T", "none", "-U", "none"]);
             if !plan.host_loopback {
                 cmd.arg("--no-map-gw");

@@ -47,6 +47,9 @@ pub struct RunOptions {
     /// --network pasta|slirp4netns: the namespace is made first and the tool started
     /// for it before the container's process (which joins it).
     pub net: Option<super::net::NetPlan>,
+    /// --network NAME: the namespace made and connected to the network beforehand,
+    /// which the container's process joins.
+    pub network: Option<super::holder::Membership>,
     /// A minimal init as pid 1 that reaps zombies and forwards signals (--init).
     pub init: bool,
     /// A pseudo-terminal as the container's stdio and /dev/console (-t).
@@ -148,7 +151,7 @@ pub fn spawn(spec: &Spec, opts: &RunOptions, userns: Option<PendingUserNamespace
             crate::util::trace("network tool ready");
             (Some(ns), Some(helper))
         }
-        None => (None, None),
+        None => (opts.network.as_ref().map(|m| m.netns().try_clone()).transpose().context("sharing the netns")?, None),
     };
     unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
     // SAFETY: husk is single-threaded here (pull's threads have ended), so the child

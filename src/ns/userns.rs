@@ -58,7 +58,7 @@ pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
         return Ok(PendingUserNamespace { mapping, helpers: Vec::new() });
     }
     let target = getpid();
-    let mut pending = PendingUserNamespace { mapping: mapping.clone(), helpers: Vec::new() };
+    let mut writers = Vec::new();
     for (tool, map, lines) in
         [("newuidmap", "uid_map", mapping.uid_lines()), ("newgidmap", "gid_map", mapping.gid_lines())]
     {
@@ -73,6 +73,33 @@ pub fn begin_user_namespace() -> Result<PendingUserNamespace> {
             }
             WriteMap::Tool(argv)
         };
+        writers.push((tool, how));
+    }
+    unshare_with_helpers(mapping, writers)
+}
+
+/// Joins `parent`, a user namespace of this user's with the user's mapping (a network
+/// holder's), and unshares one nested in it with the same ids: the ids inside are
+/// what they would be in husk's own namespace, and root of `parent` keeps every
+/// capability over what is made inside (the container's network namespace). Root of
+/// `parent` after the join, the helpers write the maps themselves.
+pub fn begin_nested_user_namespace(parent: &std::os::fd::OwnedFd) -> Result<PendingUserNamespace> {
+    let mapping = IdMapping::detect();
+    ensure_single_threaded()?;
+    nix::sched::setns(parent, CloneFlags::CLONE_NEWUSER).context("joining the network's user namespace")?;
+    let target = getpid();
+    let same_ids = |lines: Vec<(u32, u32, u32)>| lines.into_iter().map(|(c, _, n)| (c, c, n)).collect();
+    let writers = vec![
+        ("uid map", WriteMap::Directly(format!("/proc/{}/uid_map", target), same_ids(mapping.uid_lines()))),
+        ("gid map", WriteMap::Directly(format!("/proc/{}/gid_map", target), same_ids(mapping.gid_lines()))),
+    ];
+    unshare_with_helpers(mapping, writers)
+}
+
+/// Forks one helper per map, unshares the user namespace and tells the helpers.
+fn unshare_with_helpers(mapping: IdMapping, writers: Vec<(&'static str, WriteMap)>) -> Result<PendingUserNamespace> {
+    let mut pending = PendingUserNamespace { mapping, helpers: Vec::new() };
+    for (tool, how) in writers {
         pending.helpers.push(MapHelper::fork(tool, how)?);
     }
     unshare(CloneFlags::CLONE_NEWUSER)

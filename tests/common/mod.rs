@@ -448,6 +448,30 @@ impl Drop for Registry {
     }
 }
 
+/// A Husk for tests whose containers use pasta or slirp4netns: the prerequisites, the
+/// shared registry, and /dev/net/tun usable by everyone as udev-based distributions
+/// make it (this machine has no udev).
+pub fn husk_with_tun(user: TestUser) -> Husk {
+    ensure_prereqs();
+    shared_registry();
+    let _ = Command::new("chmod").args(["0666", "/dev/net/tun"]).status();
+    Husk::new(user)
+}
+
+/// A server on the host's loopback that reads what its one client sends and answers
+/// `reply`: its port, and the thread to join once the client is done.
+pub fn answer_once_on_loopback(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        s.write_all(reply).unwrap();
+    });
+    (port, server)
+}
+
 /// One registry per test process with every fixture pushed (see FIXTURE_PUSHES):
 /// 127.0.0.1:PORT/{busybox:latest, busybox:zstd, layered:latest, debian:bookworm, multi:latest}.
 /// Killed and deleted when the test process exits.
