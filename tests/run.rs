@@ -1675,3 +1675,28 @@ fn images_with_many_layers_run() {
         assert_eq!(out.stdout, "63\n1\n63\n/bin/ls\n", "{:?}", out);
     }
 }
+
+/// A --rm container's writable layer is deleted at its end: its overlay is mounted
+/// volatile (no sync of the filesystem under it at unmount); others' are not. Files
+/// copied into a created --rm container reach it all the same.
+#[test]
+fn rm_containers_mount_their_writable_layer_volatile() {
+    let h = setup(TestUser::Sub);
+    pull(&h, BUSYBOX);
+    let root_mount = "awk '$5 == \"/\"' /proc/self/mountinfo";
+    let with_rm = sh_ok(&h, &["--rm"], root_mount);
+    assert!(with_rm.contains("overlay") && with_rm.contains("volatile"), "{with_rm}");
+    let kept = sh_ok(&h, &[], root_mount);
+    assert!(kept.contains("overlay") && !kept.contains("volatile"), "{kept}");
+
+    let out = h.run(&["create", "--rm", "-q", &reg(BUSYBOX), "cat", "/hello"]);
+    out.assert_ok();
+    let id = out.stdout.trim().to_string();
+    let file = h.home.join("hello");
+    fs::write(&file, "copied in\n").unwrap();
+    h.run(&["cp", file.to_str().unwrap(), &format!("{id}:/hello")]).assert_ok();
+    let out = h.run(&["start", "-a", &id]);
+    out.assert_ok();
+    assert_eq!(out.stdout, "copied in\n");
+    assert!(!containers(&h).contains(&id), "--rm removed it: {:?}", containers(&h));
+}

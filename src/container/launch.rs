@@ -40,6 +40,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             work: c.dir.join("work"),
             target: c.dir.join("rootfs"),
             etc_files: etc_files(&hostname, &mode),
+            volatile: s.auto_remove,
         },
         seccomp: crate::ns::seccomp::Filter::of(spec)?,
         stdin: s.interactive,

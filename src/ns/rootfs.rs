@@ -27,6 +27,10 @@ pub struct RootfsPlan {
     pub etc_files: Vec<(String, String)>,
     /// Mount points the image lacks, provided by a tmpfs layer under a native overlay.
     pub scaffold: Vec<MountPoint>,
+    /// --rm: the writable layer is deleted when the container ends, so the overlay is
+    /// mounted `volatile`. Otherwise its unmount syncs the whole filesystem under the
+    /// upper dir (everyone's dirty data on it), which can cost milliseconds per run.
+    pub volatile: bool,
 }
 
 const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -91,6 +95,8 @@ pub fn enter(spec: &Spec, plan: &RootfsPlan, console: Option<&Path>) -> Result<(
 /// and writable layer as its rootfs would be, and chroots there.
 pub fn enter_stopped(plan: &RootfsPlan) -> Result<()> {
     crate::ns::userns::enter_user_namespace()?;
+    // What is copied in must be on the disk like any other write to a stopped container.
+    let plan = &RootfsPlan { volatile: false, ..plan.clone() };
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
@@ -230,7 +236,13 @@ fn mount_overlay(plan: &RootfsPlan) -> Result<()> {
     let relative: Option<Vec<String>> = common.as_ref().and_then(|c| {
         plan.lowerdirs.iter().rev().map(|p| p.strip_prefix(c).ok().map(|r| r.to_string_lossy().into_owned())).collect()
     });
-    let tail = format!(",upperdir={},workdir={},userxattr", plan.upper.display(), plan.work.display());
+    let mut tail = format!(",upperdir={},workdir={},userxattr", plan.upper.display(), plan.work.display());
+    if plan.volatile {
+        // overlayfs refuses a work dir a volatile mount used before (it cannot know
+        // whether that one's data reached the disk); none of ours is in use here.
+        crate::util::remove_tree(&plan.work.join("incompat"))?;
+        tail.push_str(",volatile");
+    }
     let scaffold_len = if plan.scaffold.is_empty() { 0 } else { plan.target.as_os_str().len() + 1 };
     let (dir, opts) = match (common, relative) {
         (Some(c), Some(rel))
