@@ -52,6 +52,7 @@ impl RegistryClient {
             .with_context(|| format!("invalid registry address {:?}", registry))?;
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(super::resolve::GetentResolver::default()))
             .connect_timeout(Duration::from_secs(20))
             .timeout(None)
             .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))

@@ -18,16 +18,36 @@ pub enum IdMapping {
     Identity,
 }
 
+/// The login name of `uid`: from /etc/passwd, else from the system's other user
+/// databases (LDAP, sssd, systemd...) through `getent`. husk is a static binary and does
+/// not load the name-service modules itself (see fetch/resolve.rs for why).
+fn user_name(uid: u32) -> Option<String> {
+    let files = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if let Some(name) = name_in_passwd(&files, uid) {
+        return Some(name);
+    }
+    let out = std::process::Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    name_in_passwd(&String::from_utf8_lossy(&out.stdout), uid)
+}
+
+fn name_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2].parse() == Ok(uid) && !f[0].is_empty()).then(|| f[0].to_string())
+    })
+}
+
 impl IdMapping {
     /// Works out the mapping for the calling user, as husk uses it.
     pub fn detect() -> IdMapping {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_default();
+        let name = user_name(uid).unwrap_or_default();
         let subuid = lookup(Path::new("/etc/subuid"), &name, uid);
         let subgid = lookup(Path::new("/etc/subgid"), &name, uid);
         match (subuid, subgid) {
@@ -128,6 +148,15 @@ fn parse_subid(text: &str, name: &str, uid: u32) -> Option<IdRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_of_a_uid_comes_from_its_passwd_line() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nbroken\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(name_in_passwd(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(name_in_passwd(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(name_in_passwd(passwd, 1001), None);
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
 
     #[test]
     fn subid_lines_match_by_name_or_uid() {
