@@ -317,7 +317,7 @@ fn basics_as_root() {
 
 fn joins_the_container(user: TestUser) {
     let h = setup(user);
-    for (name, opts) in [("shared-net", &[][..]), ("own-net", &["--network", "none"][..])] {
+    for (name, opts) in [("shared-net", &["--network", "host"][..]), ("own-net", &["--network", "none"][..])] {
         let c = Running::start(&h, name, opts);
         // every namespace is the container's first process's
         let script = "for n in user mnt pid uts ipc net cgroup; do readlink /proc/self/ns/$n; done";

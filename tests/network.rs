@@ -1,12 +1,15 @@
 //! `--network pasta|slirp4netns` and `-p`: a server in a container reached from the
 //! host's loopback, the host's loopback reached from inside, `husk port`, ps and inspect,
-//! no tool left running after the container, and the one-line refusals. Traffic stays
-//! on loopback and the test's own namespaces.
+//! no tool left running after the container, and the one-line refusals; the default
+//! network (pasta, else slirp4netns, else none with a warning) and its outbound
+//! connectivity from the command's first instruction. Traffic stays on loopback and the
+//! test's own namespaces.
 mod common;
 
 use common::{shared_registry, Husk, TestUser};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn setup(user: TestUser) -> Husk {
@@ -94,6 +97,8 @@ fn serve_and_fetch(user: TestUser, mode: &str) {
         .stdout
         .trim()
         .to_string();
+    // The host's side of the port is open when run -d returns (the server may still start).
+    TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{mode}: port {port} not published yet: {e}"));
     assert!(http_get(port).contains("hello-from-container"));
     let out = h.run(&["port", &id]).assert_ok().stdout.clone();
     assert_eq!(out.trim(), format!("8080/tcp -> 127.0.0.1:{port}"));
@@ -282,4 +287,193 @@ fn tool_dies_with_a_killed_foreground_husk() {
         }
         assert!(!common::alive(started[0] as i64), "{mode} outlived a killed husk");
     }
+}
+
+// ---------------------------------------------------------------------------
+// the default network
+// ---------------------------------------------------------------------------
+
+/// The address of the server in `in_test_netns`; the namespace's other address,
+/// 10.99.0.1/24, is the one pasta copies into the container.
+const SERVER_ADDR: &str = "10.99.0.2";
+
+/// Runs `f` on a thread in a network namespace of the test's own, which husk started
+/// from there takes for the host's: a veth pair with 10.99.0.1/24 and SERVER_ADDR/24,
+/// and a default route. Nothing sent there leaves it.
+fn in_test_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(2) with a flag only; it moves this thread alone.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+            let script = format!(
+                "ip link set lo up && ip link add tv0 type veth peer name tv1 && \
+                 ip addr add 10.99.0.1/24 dev tv0 && ip addr add {SERVER_ADDR}/24 dev tv1 && \
+                 ip link set tv0 up && ip link set tv1 up && ip route add default via 10.99.0.254 dev tv0"
+            );
+            let st = Command::new("sh").args(["-c", &script]).status().unwrap();
+            assert!(st.success(), "setting up the test's network namespace");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A server on SERVER_ADDR that reads one line and answers `hello-in`; returns its
+/// port and a handle giving what it read.
+fn line_server() -> (u16, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind((SERVER_ADDR, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return format!("no connection: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+            got.push(b[0]);
+        }
+        s.write_all(b"hello-in\n").unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    (port, server)
+}
+
+/// With the default network, the command's very first connection reaches a server
+/// outside the container: one attempt, no retry, so the namespace is configured before
+/// the command runs. `env` picks the tool (PATH). Returns the mode inspect shows.
+fn default_reaches_out_at_once(h: &Husk, env: &[(&str, &str)]) -> String {
+    let image = busybox();
+    h.run(&["pull", "-q", &image]).assert_ok();
+    let out = in_test_netns(|| {
+        let (port, server) = line_server();
+        // Debian 12's pasta may keep the connection open after the server closes:
+        // nc gets 5 s (timeout's "Terminated" discarded), then what it printed is checked.
+        let script =
+            format!("{{ echo hello-out | timeout 5 nc {SERVER_ADDR} {port}; }} 2>&1 | grep -v ^Terminated; true");
+        let out = h.run_env(env, &["run", "--pull", "never", "--name", "out", &image, "sh", "-c", &script]);
+        let got = server.join().unwrap();
+        (out, got)
+    });
+    let (out, got) = out;
+    out.assert_ok();
+    assert_eq!(got, "hello-out", "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| *l == "hello-in"), "{out:?}");
+    assert_eq!(out.stderr, "", "no warning: {out:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&h.run(&["inspect", "out"]).assert_ok().stdout).unwrap();
+    let mode = inspect[0]["HostConfig"]["NetworkMode"].as_str().unwrap().to_string();
+    let ps: serde_json::Value =
+        serde_json::from_str(&h.run(&["ps", "-a", "--format", "json"]).assert_ok().stdout).unwrap();
+    assert_eq!(ps[0]["Networks"][0].as_str(), Some(mode.as_str()), "{ps}");
+    h.run(&["rm", "out"]).assert_ok();
+    mode
+}
+
+/// A directory for PATH holding only `program`, a script that starts the real one
+/// (/usr/bin/PROGRAM) after 0.3 s: husk finds that tool and not the other, and a
+/// command that ran before the tool had configured its namespace could not connect.
+/// (The uid map tools are found in /usr/bin anyway.)
+fn path_with_slow(program: &str) -> common::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::TempDir::new("path");
+    let script = dir.path().join(program);
+    std::fs::write(&script, format!("#!/bin/sh\n/bin/sleep 0.3\nexec /usr/bin/{program} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The default with a slow `tool`: its own namespace, reached out of at once.
+fn default_is(user: TestUser, tool: &str) {
+    let h = setup(user);
+    let dir = path_with_slow(tool);
+    let path = dir.path().display().to_string();
+    assert_eq!(default_reaches_out_at_once(&h, &[("PATH", &path)]), tool);
+}
+
+#[test]
+fn default_is_pasta_and_reaches_out_at_once() {
+    default_is(TestUser::Sub, "pasta");
+}
+
+#[test]
+fn default_without_pasta_is_slirp4netns() {
+    default_is(TestUser::NoSub, "slirp4netns");
+}
+
+#[test]
+fn default_as_root_is_pasta_and_reaches_out_at_once() {
+    default_is(TestUser::Root, "pasta");
+}
+
+/// stderr is one line: husk's warning, naming `naming`.
+fn one_warning(out: &common::Output, naming: &str) {
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines.len() == 1 && lines[0].starts_with("Warning: ") && lines[0].contains(naming), "{out:?}");
+}
+
+#[test]
+fn default_without_any_tool_is_none_with_a_warning() {
+    let h = setup(TestUser::Sub);
+    let out =
+        h.run_env(&[("PATH", "/nonexistent")], &["run", "-q", "--name", "nonet", &busybox(), "cat", "/proc/net/dev"]);
+    out.assert_ok();
+    one_warning(&out, "neither pasta (Debian package passt) nor slirp4netns");
+    let devices: Vec<&str> = out.stdout.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(devices, ["lo"], "{out:?}");
+    let inspect = h.run(&["inspect", "nonet"]).assert_ok().stdout.clone();
+    assert!(inspect.contains("\"NetworkMode\": \"none\""), "{inspect}");
+    // -p cannot be honoured then: refused, saying why
+    let out = h.run_env(&[("PATH", "/nonexistent")], &["run", "-q", "--rm", "-p", "8080", &busybox(), "true"]);
+    assert_eq!(out.status, 125, "{out:?}");
+    assert!(out.stderr.trim().lines().count() == 1 && out.stderr.contains("fell back to none"), "{out:?}");
+}
+
+/// `cmd` in a mount namespace of its own where /dev/net/tun is a file only root may
+/// open (as on a system without udev).
+fn without_tun(cmd: Command, root_only: &std::path::Path) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped.args([
+        "-m",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /dev/net/tun && exec \"$@\"",
+    ]);
+    wrapped.arg(root_only).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+#[test]
+fn default_without_usable_tun_is_none_with_a_warning() {
+    let h = setup(TestUser::Sub);
+    h.run(&["pull", "-q", &busybox()]).assert_ok();
+    let dir = common::TempDir::new("tun");
+    let root_only = dir.path().join("tun");
+    std::fs::write(&root_only, "").unwrap();
+    std::fs::set_permissions(&root_only, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = common::run_output(without_tun(h.cmd(&["run", "--rm", &busybox(), "true"]), &root_only), None);
+    out.assert_ok();
+    one_warning(&out, "cannot open /dev/net/tun (permission denied)");
+    // asked for, the tool is refused with the reason
+    let out = common::run_output(
+        without_tun(h.cmd(&["run", "--rm", "--network", "pasta", &busybox(), "true"]), &root_only),
+        None,
+    );
+    assert_eq!(out.status, 125, "{out:?}");
+    assert!(out.stderr.trim().lines().count() == 1 && out.stderr.contains("/dev/net/tun"), "{out:?}");
 }

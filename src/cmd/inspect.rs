@@ -86,7 +86,7 @@ fn describe(c: &Container) -> Result<serde_json::Value> {
         "NetworkSettings": { "Ports": crate::container::network::ports_json(&s.settings.ports) },
         "HostConfig": {
             "AutoRemove": s.settings.auto_remove,
-            "NetworkMode": crate::container::launch::settings_mode(&s.settings).map(|m| m.name().to_string()).unwrap_or("host".into()),
+            "NetworkMode": crate::container::launch::network_name(&s.settings),
             "PortBindings": crate::container::network::ports_json(&s.settings.ports),
             "Init": s.settings.init,
             "ReadonlyRootfs": spec.as_ref().and_then(|sp| sp.root().as_ref().and_then(|r| r.readonly())).unwrap_or(false),

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
             && filters.iter().all(|(k, v)| match k.as_str() {
                 "status" => &s.status == v,
                 "name" => s.name.contains(v.as_str()),
-                "network" => network_name(s) == *v,
+                "network" => crate::container::launch::network_name(&s.settings) == *v,
                 _ => s.id.starts_with(v.as_str()),
             })
     });
@@ -125,12 +125,7 @@ fn json_row(s: &State) -> serde_json::Value {
         "ExitCode": s.exit_code,
         "Pid": s.pid.map(|p| p.pid).unwrap_or(0),
         "Ports": crate::container::network::ports_column(&s.settings.ports),
-        "Networks": [network_name(s)],
+        "Networks": [crate::container::launch::network_name(&s.settings)],
         "IPAddress": s.endpoint.as_ref().filter(|_| s.status == "running" || s.status == "paused").map(|e| e.address.to_string()),
     })
-}
-
-/// The --network the container runs with (host, none, pasta, … or a network's name).
-fn network_name(s: &State) -> String {
-    crate::container::launch::settings_mode(&s.settings).map(|m| m.name().to_string()).unwrap_or_default()
 }

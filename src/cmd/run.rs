@@ -1,5 +1,5 @@
 use super::Ctx;
-use crate::container::network::{find_tool, NetworkMode, PortMapping};
+use crate::container::network::{choose, find_tool, NetworkMode, PortMapping};
 use crate::container::spec::{build, set_env, SpecInput};
 use crate::container::user::{read_image_file, resolve as resolve_user};
 use crate::container::{launch, Container, NewContainer, Settings};
@@ -71,12 +71,14 @@ pub struct RunArgs {
     /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
     #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
     pub mounts: Vec<String>,
-    /// Network: host (share the host's), none (only loopback), pasta or slirp4netns (own
-    /// namespace with outbound connectivity; add :allow_host_loopback=true to reach the
-    /// host's loopback as host.containers.internal), or the name of a network made with
-    /// `husk network create` (containers on it reach each other by name)
-    #[arg(long, default_value = "host", value_name = "MODE")]
-    pub network: String,
+    /// Network: pasta or slirp4netns (own namespace with outbound connectivity; add
+    /// :allow_host_loopback=true to reach the host's loopback as
+    /// host.containers.internal), none (only loopback), host (share the host's), or the
+    /// name of a network made with `husk network create` (containers on it reach each
+    /// other by name). Default: pasta when installed, else slirp4netns, else none with a
+    /// warning (also when /dev/net/tun cannot be opened)
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
     /// Publish a container port: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (a free host port
     /// when left out; needs --network pasta or slirp4netns)
     #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:][HOSTPORT:]PORT[/PROTO]")]
@@ -207,13 +209,18 @@ pub fn create(
     if let Some(n) = &args.name {
         crate::container::validate_name(n)?;
     }
-    let network = NetworkMode::parse(&args.network)?;
+    let choice = choose(args.network.as_deref())?;
+    let network = choice.mode.clone();
     if let NetworkMode::Tool { tool, .. } = network {
         find_tool(tool)?;
+    } else if let (false, Some(why)) = (args.publish.is_empty(), &choice.fallback) {
+        bail!("-p/--publish needs --network pasta or slirp4netns, and the default fell back to none: {}", why);
     } else if !args.publish.is_empty() {
         bail!("-p/--publish needs --network pasta or slirp4netns: with --network {} there is nothing to publish a port through", network.name());
     }
-
+    if let Some(w) = choice.warning() {
+        eprintln!("{}", w);
+    }
     let ports = args.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>>>()?;
     let limits = limit_flags(args);
     crate::container::limits::check(&limits, args.cgroup_parent.as_deref())?;
@@ -267,7 +274,7 @@ pub fn create(
         interactive: args.interactive,
         init: args.init,
         own_network: network.own_namespace(),
-        network: args.network.clone(),
+        network: recorded_mode(args.network.as_deref(), &network),
         ports,
         stop_signal: cfg.stop_signal().clone(),
         cgroup_parent: args.cgroup_parent.clone(),
@@ -298,6 +305,7 @@ pub fn create(
                 capabilities,
                 env_extra,
                 security,
+                network.own_namespace(),
             )
         },
     );
@@ -316,6 +324,12 @@ pub fn create(
     };
     trace("container created");
     Ok((store, container, spec, userns))
+}
+
+/// What the container's state keeps of its network: --network as given (options
+/// included), or the mode the default chose.
+fn recorded_mode(given: Option<&str>, chosen: &NetworkMode) -> String {
+    given.map(str::to_string).unwrap_or_else(|| chosen.name().to_string())
 }
 
 fn limit_flags(args: &RunArgs) -> Vec<(String, String)> {
@@ -346,6 +360,7 @@ fn write_spec(
     capabilities: Vec<String>,
     env_extra: Vec<String>,
     security: crate::container::security::Security,
+    own_network: bool,
 ) -> Result<Spec> {
     let user_spec = args.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
     let passwd = read_image_file(layers_top_first, "/etc/passwd");
@@ -381,7 +396,6 @@ fn write_spec(
     if !cwd.starts_with('/') {
         bail!("the working directory {:?} is not an absolute path", cwd);
     }
-    let own_network = NetworkMode::parse(&args.network)?.own_namespace();
     let spec = build(&SpecInput {
         args: command,
         env,

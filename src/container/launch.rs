@@ -1,6 +1,8 @@
 //! Starting a container that exists on disk: in the foreground (husk waits, its own
 //! stdio is the container's), or detached under its own monitor (see `monitor`).
-use super::network::{find_tool, host_loopback_address, needs_dns_forward, resolv_conf, NetworkMode, Tool};
+use super::network::{
+    find_tool, host_default_routes, host_loopback_address, needs_dns_forward, resolv_conf, NetworkMode, Tool,
+};
 use super::{process, Container};
 use crate::layers::store::Store;
 use crate::ns::channel::{Channel, StartOutcome};
@@ -28,6 +30,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             host_loopback: *host_loopback,
             ports: s.ports.clone(),
             dns_forward: *tool == Tool::Pasta && needs_dns_forward(&host_resolv_conf()),
+            default_routes: host_default_routes(),
             dir: c.dir.clone(),
         }),
         _ => None,
@@ -60,6 +63,11 @@ pub fn settings_mode(s: &super::Settings) -> Result<NetworkMode> {
         "" if s.own_network => Ok(NetworkMode::None),
         other => NetworkMode::parse(other),
     }
+}
+
+/// The mode's name as inspect and ps show it.
+pub fn network_name(s: &super::Settings) -> String {
+    settings_mode(s).map(|m| m.name().to_string()).unwrap_or_else(|_| "host".into())
 }
 
 fn host_resolv_conf() -> String {

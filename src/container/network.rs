@@ -161,19 +161,54 @@ pub fn ports_json(ports: &[PortMapping]) -> serde_json::Value {
 
 /// The program's path in PATH, or one line naming the package to install.
 pub fn find_tool(tool: Tool) -> Result<std::path::PathBuf> {
+    search_path(tool.program()).with_context(|| {
+        format!(
+            "--network {} needs {}, which is not in PATH: install the Debian package {}",
+            tool.program(),
+            tool.program(),
+            tool.package()
+        )
+    })
+}
+
+fn search_path(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let p = std::path::Path::new(dir).join(tool.program());
-        if nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK).is_ok() {
-            return Ok(p);
-        }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+/// The network mode a new container gets, and why the default fell back to `none`
+/// when it did.
+#[derive(Debug)]
+pub struct Choice {
+    pub mode: NetworkMode,
+    pub fallback: Option<String>,
+}
+
+impl Choice {
+    /// The one line to print when the default fell back to `none`.
+    pub fn warning(&self) -> Option<String> {
+        self.fallback.as_ref().map(|why| format!("Warning: the container gets no network (--network none): {}", why))
     }
-    bail!(
-        "--network {} needs {}, which is not in PATH: install the Debian package {}",
-        tool.program(),
-        tool.program(),
-        tool.package()
-    )
+}
+
+/// `--network` as given, or, without it, the default for a rootless container: its own
+/// namespace connected by pasta when installed, else by slirp4netns, else `none` (also
+/// when /dev/net/tun, which both tools need, cannot be opened).
+pub fn choose(given: Option<&str>) -> Result<Choice> {
+    if let Some(given) = given {
+        return Ok(Choice { mode: NetworkMode::parse(given)?, fallback: None });
+    }
+    let Some(tool) = [Tool::Pasta, Tool::Slirp4netns].into_iter().find(|t| search_path(t.program()).is_some()) else {
+        let why = "neither pasta (Debian package passt) nor slirp4netns (Debian package slirp4netns) is in PATH";
+        return Ok(Choice { mode: NetworkMode::None, fallback: Some(why.into()) });
+    };
+    Ok(match crate::ns::net::check_tun() {
+        Ok(()) => Choice { mode: NetworkMode::Tool { tool, host_loopback: false }, fallback: None },
+        Err(e) => Choice { mode: NetworkMode::None, fallback: Some(format!("{:#}", e)) },
+    })
 }
 
 /// The IPv4 address of the host's default gateway (what pasta gives the container as
@@ -188,6 +223,22 @@ pub fn host_gateway() -> Option<std::net::Ipv4Addr> {
         } else {
             None
         }
+    })
+}
+
+/// Which default routes the host has (IPv4, IPv6): pasta gives the container the same.
+pub fn host_default_routes() -> (bool, bool) {
+    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").map(|t| has_ipv6_default_route(&t)).unwrap_or(false);
+    (host_gateway().is_some(), v6)
+}
+
+/// A default route in /proc/net/ipv6_route that is not the kernel's unreachable one on lo.
+fn has_ipv6_default_route(table: &str) -> bool {
+    const RTF_REJECT: u32 = 0x200;
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let flags = f.get(8).and_then(|x| u32::from_str_radix(x, 16).ok()).unwrap_or(RTF_REJECT);
+        f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && flags & RTF_REJECT == 0 && f[9] != "lo"
     })
 }
 
@@ -262,6 +313,22 @@ mod tests {
             assert!(PortMapping::parse(bad).is_err(), "{}", bad);
         }
         assert_eq!(ports_column(&[PortMapping::parse("127.0.0.1:8080:80").unwrap()]), "127.0.0.1:8080->80/tcp");
+    }
+
+    #[test]
+    fn ipv6_default_route() {
+        let unreachable = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        let routed = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth0\n";
+        let link = "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000002 00000000 00000001     eth0\n";
+        assert!(!has_ipv6_default_route(&format!("{link}{unreachable}")));
+        assert!(has_ipv6_default_route(&format!("{link}{routed}{unreachable}")));
+    }
+
+    #[test]
+    fn explicit_mode_is_kept() {
+        let c = choose(Some("none")).unwrap();
+        assert_eq!((c.mode, c.fallback), (NetworkMode::None, None));
+        assert!(choose(Some("bridge")).is_err());
     }
 
     #[test]

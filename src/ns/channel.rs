@@ -16,6 +16,8 @@ enum Message {
     MonitorStarted,
     /// To the container's process: the user namespace's id maps are written.
     IdMapsWritten,
+    /// To the container's process: its network namespace carries traffic.
+    NetworkReady,
 }
 
 /// What became of the container's process.
@@ -106,6 +108,20 @@ impl Channel {
         if let Ok(devnull) = std::fs::File::open("/dev/null") {
             use std::os::fd::AsRawFd;
             let _ = nix::unistd::dup2(devnull.as_raw_fd(), self.stream.as_raw_fd());
+        }
+    }
+
+    /// To the container child: the network tool has configured its namespace.
+    pub fn report_network_ready(&mut self) -> Result<()> {
+        self.send(&Message::NetworkReady)
+    }
+
+    /// In the container child, before its command: waits until its network is usable.
+    pub fn wait_for_network(&mut self) -> Result<()> {
+        match self.recv_or_eof()? {
+            Some(Message::NetworkReady) => Ok(()),
+            None => bail!("the network tool failed before the container's network was ready"),
+            Some(other) => bail!("unexpected message {:?} while waiting for the network", other),
         }
     }
 

@@ -6,8 +6,10 @@
 //!   1. blocks the signals it forwards, so none is lost before it waits;
 //!   2. unshare(CLONE_NEWPID), fork: the child is pid 1 of the new pid namespace;
 //!   3. if the map tools still run: waits for them, then tells the child;
-//!   4. waits on the channel until the child has exec'd (channel closed) or failed;
-//!   5. forwards signals to the child until it exits, and returns its status.
+//!   4. with --network pasta|slirp4netns, waits until the tool (started before the
+//!      fork, running meanwhile) has configured the namespace and tells the child so;
+//!   5. waits on the channel until the child has exec'd (channel closed) or failed;
+//!   6. forwards signals to the child until it exits, and returns its status.
 //!
 //! Child:
 //!
@@ -16,7 +18,8 @@
 //!      only the capabilities the user namespace gave, so it overlaps with the map tools;
 //!      then, if they still ran, the parent's word that the ids are mapped;
 //!   b. rootfs: overlay, /proc, /dev, /sys, mounts, pivot_root, masked paths;
-//!   c. hostname, stdin, capabilities bounding set, groups, the seccomp filter (see
+//!   c. hostname, stdin, (pasta/slirp4netns) the parent's word that the network is
+//!      usable, capabilities bounding set, groups, the seccomp filter (see
 //!      `seccomp::Filter` for when), user, capabilities;
 //!   d. working directory, descriptors above 2 closed on exec, then (with --init) fork
 //!      again so that a minimal init stays pid 1, and exec the command.
@@ -45,7 +48,8 @@ pub struct RunOptions {
     /// A new network namespace with only lo (--network none).
     pub own_network: bool,
     /// --network pasta|slirp4netns: the namespace is made first and the tool started
-    /// for it before the container's process (which joins it).
+    /// for it before the container's process (which joins it, and waits for it before
+    /// its command).
     pub net: Option<super::net::NetPlan>,
     /// --network NAME: the namespace made and connected to the network beforehand,
     /// which the container's process joins.
@@ -91,7 +95,7 @@ pub struct Running {
     /// Detached with -i and without -t: the write end of the container's stdin.
     pub stdin: Option<OwnedFd>,
     /// The network tool, ended when this is dropped (after the container).
-    pub net: Option<super::net::NetHelper>,
+    pub net: Option<Box<super::net::NetHelper>>,
 }
 
 const FORWARDED: [Signal; 7] = [
@@ -144,11 +148,10 @@ pub fn spawn(spec: &Spec, opts: &RunOptions, userns: Option<PendingUserNamespace
     let pty = if opts.tty { Some(tty::open()?) } else { None };
     let pipes = if opts.detached && pty.is_none() { Some(StdioPipes::new(opts.stdin)?) } else { None };
     // The tool is started before the pid namespace, so that it is not in the container's.
-    let (netns, net) = match &opts.net {
+    let (netns, mut net) = match &opts.net {
         Some(plan) => {
-            let ns = super::net::new_namespace()?;
-            let helper = super::net::start(plan, &ns)?;
-            crate::util::trace("network tool ready");
+            let (ns, helper) = super::net::start(plan)?;
+            crate::util::trace("network tool started");
             (Some(ns), Some(helper))
         }
         None => (opts.network.as_ref().map(|m| m.netns().try_clone()).transpose().context("sharing the netns")?, None),
@@ -189,6 +192,11 @@ pub fn spawn(spec: &Spec, opts: &RunOptions, userns: Option<PendingUserNamespace
                 crate::util::trace("id maps written");
                 // A child that already failed has said why: wait_for_exec reads it.
                 let _ = parent_end.report_id_maps_written();
+            }
+            if let Some(Err(e)) = net.as_mut().map(|n| n.hand_over(&mut parent_end)) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
             }
             let (outputs, stdin) = match pipes.map(StdioPipes::into_parent_ends) {
                 Some((outputs, stdin)) => (Some(outputs), stdin),
@@ -432,6 +440,10 @@ fn child(
         Some(slave) => setup(tty::become_controlling(slave))?,
         None if !opts.stdin => setup(redirect_stdin_from_null())?,
         None => {}
+    }
+    // (A user-defined network's namespace, also joined above, was connected before.)
+    if opts.net.is_some() {
+        setup(channel.wait_for_network())?;
     }
     let user = process.user();
     let gids = user.additional_gids().clone().unwrap_or_default();

@@ -208,6 +208,7 @@ const PREREQS: &[(&str, &str)] = &[
     ("openssl", "/usr/bin/openssl"),
     ("passt", "/usr/bin/pasta"),
     ("slirp4netns", "/usr/bin/slirp4netns"),
+    ("iproute2", "/sbin/ip"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
@@ -523,25 +524,20 @@ impl TestUser {
     }
 }
 
+/// (uid, gid) of `name` in /etc/passwd. The tests are static binaries like husk (see
+/// .cargo/config.toml): they read the files useradd writes, never getpwnam, whose
+/// name-service modules a static program must not load.
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let c = CString::new(name).unwrap();
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if rc != 0 || res.is_null() {
-        return None;
-    }
-    Some((pw.pw_uid, pw.pw_gid))
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
+    })
 }
 
 fn group_exists(name: &str) -> bool {
-    let c = CString::new(name).unwrap();
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut res: *mut libc::group = std::ptr::null_mut();
-    let rc = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
-    rc == 0 && !res.is_null()
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    group.lines().any(|l| l.split(':').next() == Some(name))
 }
 
 /// (name-or-uid, start, count) entries of /etc/subuid or /etc/subgid
@@ -783,10 +779,23 @@ impl Drop for Husk {
     }
 }
 
+/// No udev here: make /dev/net/tun what every udev distribution makes it (mode 0666),
+/// so that husk's default network (pasta) is the one its users get. Once per process.
+fn make_tun_usable() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let tun = Path::new("/dev/net/tun");
+        if let Err(e) = fs::set_permissions(tun, fs::Permissions::from_mode(0o666)) {
+            panic!("chmod 0666 {}: {e}", tun.display());
+        }
+    });
+}
+
 impl Husk {
     pub fn new(user: TestUser) -> Husk {
         let (uid, gid) = user.ids();
         assert!(is_root(), "Husk::new({user:?}) needs the tests to run as root (HOME is chowned to the user and husk runs via runuser)");
+        make_tun_usable();
         let home = TempDir::new(&format!("home-{}", user.name()));
         let p = home.path().to_path_buf();
         std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));

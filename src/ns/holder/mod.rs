@@ -149,11 +149,14 @@ fn become_holder(network: &Network, dir: &Path, channel: &mut Channel) -> Result
     let _ = nix::sys::prctl::set_name(c"husk-network");
     nix::unistd::chdir(dir).with_context(|| format!("entering {}", dir.display()))?;
     super::userns::enter_user_namespace()?;
-    let home = super::net::new_namespace()?;
     // pasta works from the host's network namespace: started before the holder leaves it.
-    let outbound = match network.internal {
-        false => Some(super::net::start(&outbound_plan(network, dir)?, &home)?),
-        true => None,
+    let (home, outbound) = match network.internal {
+        false => {
+            let (home, mut pasta) = super::net::start(&outbound_plan(network, dir)?)?;
+            pasta.wait_until_ready()?;
+            (home, Some(pasta))
+        }
+        true => (super::net::new_namespace()?, None),
     };
     let host_gateway = crate::container::network::host_gateway().filter(|_| network.host_loopback);
     setns(&home, CloneFlags::CLONE_NEWNET).context("entering the network's namespace")?;
@@ -212,6 +215,7 @@ fn outbound_plan(network: &Network, dir: &Path) -> Result<super::net::NetPlan> {
         host_loopback: network.host_loopback,
         ports: Vec::new(),
         dns_forward: needs_dns_forward(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        default_routes: crate::container::network::host_default_routes(),
         dir: dir.to_path_buf(),
     })
 }
@@ -242,7 +246,7 @@ struct Serving {
     /// With allow_host_loopback: the address that reaches the host's loopback.
     host_gateway: Option<std::net::Ipv4Addr>,
     /// pasta, unless the network is internal (it dies with the holder).
-    _outbound: Option<super::net::NetHelper>,
+    _outbound: Option<Box<super::net::NetHelper>>,
 }
 
 /// What a poll entry stands for.
