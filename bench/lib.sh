@@ -129,7 +129,7 @@ bench_husk_bin() {
 			(cd "$BENCH_REPO" && cargo build --release --quiet) >&2 || bench_die "cargo build --release failed"
 		fi
 		# .cargo/config.toml names the target, so the binary is under target/<triple>/
-		src=$(ls -t "$BENCH_REPO"/target/*/release/husk "$BENCH_REPO"/target/release/husk 2>/dev/null | head -n 1)
+		src=$(ls -t "$BENCH_REPO"/target/*/release/husk "$BENCH_REPO"/target/release/husk 2>/dev/null | head -n 1 || true)
 	fi
 	[ -x "$src" ] || bench_die "no husk binary at $src (build it: cargo build --release)"
 	mkdir -p "$BENCH_TMP/bin"
