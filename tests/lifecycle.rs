@@ -121,7 +121,7 @@ fn create_then_start_and_inspect() {
     assert_eq!(v[0]["Name"], "/later");
     assert_eq!(v[0]["State"]["ExitCode"], 0);
     assert_eq!(v[0]["Config"]["Cmd"][2], "echo hello from later");
-    assert_eq!(v[0]["HostConfig"]["NetworkMode"], "host");
+    assert_eq!(v[0]["HostConfig"]["NetworkMode"], "pasta");
     h.run(&["rm", "later"]).assert_ok();
 }
 

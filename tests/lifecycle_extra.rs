@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+/// The count goes to /tmp/count by rename: a stop between the truncation and the write
+/// of `echo > file` would leave the file empty, which reads as no count at all.
+const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done";
 
 fn reg(image: &str) -> String {
     format!("{}/{}", shared_registry().host(), image)
@@ -334,6 +337,12 @@ fn pause_with_the_cgroup_freezer() {
     assert!(procs.split_whitespace().any(|p| p == r.pid.to_string()), "container pid not in {}", cg.display());
     let frozen = || fs::read_to_string(cg.join("cgroup.events")).unwrap_or_default().lines().any(|l| l == "frozen 1");
     exercise(&h, &r, "f1", &frozen);
+    // the container's end: its husk removes the cgroup it made
+    let mut r = r;
+    // SAFETY: kill(2) of the container's process, whose husk has not been reaped yet.
+    unsafe { libc::kill(r.pid, libc::SIGKILL) };
+    r.child.wait().unwrap();
+    assert!(!cg.exists(), "{} left behind", cg.display());
     drop(r);
     drop(tree);
 }

@@ -107,8 +107,10 @@ fn join_cgroup(c: &mut Container) -> Result<Option<PathBuf>> {
 fn enter_user_namespace(userns: Option<PendingUserNamespace>, c: &mut Container) -> Result<()> {
     let Some(userns) = userns else { return Ok(()) };
     let result = userns.finish().map(drop);
-    if let (Err(_), Some(cg)) = (&result, c.state.cgroup.take()) {
-        let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
+    if result.is_err() {
+        if let Some(cg) = c.state.cgroup.take() {
+            let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
+        }
     }
     result
 }

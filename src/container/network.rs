@@ -328,7 +328,7 @@ mod tests {
     fn explicit_mode_is_kept() {
         let c = choose(Some("none")).unwrap();
         assert_eq!((c.mode, c.fallback), (NetworkMode::None, None));
-        assert!(choose(Some("bridge")).is_err());
+        assert!(choose(Some("pasta:no_such_option=1")).is_err());
     }
 
     #[test]

@@ -122,6 +122,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn start(plan: &NetPlan) -> Result<(OwnedFd, Box<NetHelper>)> {
     check_tun()?;
     let (netns, routes) = new_namespace_watching(plan.tool == Tool::Pasta)?;
+    crate::util::trace("network namespace made");
     let log = plan.dir.join("network.log");
     let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = std::process::Command::new(executable(plan));
