@@ -1,0 +1,240 @@
+//! RUN: a container on the layers built so far, made and run in the foreground by the
+//! same machinery as `husk run` (its process setup, seccomp, capabilities, network),
+//! whose writable layer then becomes the step's layer (`layers::diff`). The container
+//! is removed afterwards whatever happened; the build context is not mounted in it.
+use crate::container::network::NetworkMode;
+use crate::container::spec::{build as build_spec, set_env, SpecInput};
+use crate::container::user::{read_image_file, resolve as resolve_user};
+use crate::container::{launch, Container, NewContainer, Settings};
+use crate::fetch::pull::extract_options;
+use crate::layers::diff::{Diff, Format, WritableLayer};
+use crate::layers::newlayer::{store_tar_layer, NewLayer};
+use crate::layers::store::{Store, TmpArea};
+use crate::ns::idmap::IdMapping;
+use anyhow::{bail, Context, Result};
+use anyhow::anyhow;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// What one RUN runs, and on what.
+pub struct RunInput<'a> {
+    pub argv: Vec<String>,
+    /// The step's environment: the image's, ENV and ARG values (build args only here).
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    /// The image's layers by chain id, bottom first.
+    pub layers: &'a [String],
+    pub network: &'a NetworkMode,
+    /// A heredoc script run as a file (`RUN <<EOF` with `#!`): its name and body.
+    pub script: Option<(String, String)>,
+    /// Keep the step's output, and show it only if the step fails (`-q`).
+    pub quiet: bool,
+}
+
+pub enum Outcome {
+    /// The step's layer (None: the step changed no file).
+    Layer(Option<NewLayer>),
+    /// The command's exit status (128+N for signal N).
+    Failed(i32),
+}
+
+/// Runs the step and stores what it changed. Call inside husk's user namespace, with
+/// the store's writers lock held, from a single thread.
+pub fn run(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput) -> Result<Outcome> {
+    if input.layers.is_empty() {
+        bail!("RUN needs files to run: the image has no layers (FROM scratch)");
+    }
+    let top_first: Vec<PathBuf> = input.layers.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
+    let passwd = read_image_file(&top_first, "/etc/passwd");
+    let group = read_image_file(&top_first, "/etc/group");
+    let user = resolve_user(&input.user, passwd.as_deref(), group.as_deref())?;
+    if ids.host_uid(user.uid).is_none() || ids.host_gid(user.gid).is_none() {
+        bail!(
+            "user {} (uid {}, gid {}) is not mapped in husk's user namespace ({}); add a range to /etc/subuid and /etc/subgid",
+            input.user,
+            user.uid,
+            user.gid,
+            ids.describe()
+        );
+    }
+    let mut binds = Vec::new();
+    let mut argv = input.argv.clone();
+    if let Some((name, body)) = &input.script {
+        // As BuildKit: the script is a file outside the image, in /dev (a tmpfs).
+        let host = tmp.path(&format!("script-{}", crate::util::unique_suffix()));
+        crate::util::atomic_write_mode(&host, body.as_bytes(), 0o755)?;
+        let inside = format!("/dev/pipes/{}", name.replace('/', "_"));
+        binds.push((host.to_string_lossy().into_owned(), inside.clone(), true));
+        argv = vec![inside];
+    }
+    let mut env = input.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = if input.workdir.is_empty() { "/".to_string() } else { input.workdir.clone() };
+    let capabilities = crate::ns::caps::resolve(&[], &[])?;
+    let security = crate::container::security::from_flags(&[], false, &capabilities)?;
+    let settings = Settings {
+        own_network: input.network.own_namespace(),
+        network: input.network.name().to_string(),
+        ..Settings::default()
+    };
+    let (container, spec) = Container::create(
+        store,
+        NewContainer {
+            name: None,
+            image: "husk-build",
+            image_id: "",
+            layers: input.layers.to_vec(),
+            command: argv.clone(),
+            status: "created",
+            settings,
+            volumes: Vec::new(),
+        },
+        |c| {
+            let mut env = env.clone();
+            set_env(&mut env, &format!("HOSTNAME={}", c.short_id()));
+            let spec = build_spec(&SpecInput {
+                args: argv.clone(),
+                env,
+                cwd: cwd.clone(),
+                uid: user.uid,
+                gid: user.gid,
+                additional_gids: user.additional_gids.iter().copied().filter(|g| ids.host_gid(*g).is_some()).collect(),
+                hostname: c.short_id().to_string(),
+                capabilities: capabilities.clone(),
+                read_only: false,
+                own_network: input.network.own_namespace(),
+                tty_gid_mapped: ids.host_gid(5).is_some(),
+                binds: binds.clone(),
+                tmpfs: Vec::new(),
+                security: security.clone(),
+            })?;
+            crate::util::atomic_replace(&c.dir.join("config.json"), &serde_json::to_vec(&spec)?)?;
+            Ok(spec)
+        },
+    )?;
+    let _remove = RemoveOnDrop { store, id: container.state.id.clone() };
+    let upper = container.dir.join("upper");
+    let output = input.quiet.then(|| tmp.path(&format!("output-{}", crate::util::unique_suffix())));
+    // In a child: a process may enter only one new pid namespace for its children, and a
+    // build runs many steps.
+    let code = in_child(output.as_deref(), || launch::foreground(store, container, &spec, None))?;
+    if code != 0 {
+        if let Some(out) = output {
+            eprint!("{}", String::from_utf8_lossy(&std::fs::read(out).unwrap_or_default()));
+        }
+        return Ok(Outcome::Failed(code));
+    }
+    let diff = Diff::scan(&WritableLayer { upper, lowers_top_first: top_first, format: Format::Overlay })
+        .context("reading what the step changed")?;
+    if diff.is_empty() {
+        return Ok(Outcome::Layer(None));
+    }
+    let parent = input.layers.last().map(String::as_str);
+    let layer = store_tar_layer(store, tmp, parent, &extract_options(ids), |w| {
+        diff.write_tar(w)?;
+        Ok(())
+    })
+    .context("storing the step's layer")?;
+    Ok(Outcome::Layer(Some(layer)))
+}
+
+/// Removes the step's container when the step ends, however it ends.
+struct RemoveOnDrop<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(c) = Container::load(self.store, &self.id) {
+            let _ = c.remove(self.store);
+        }
+    }
+}
+
+/// Runs `work` in a forked child (its output to `output` when given) and returns
+/// what it returned. Call while single-threaded.
+fn in_child(output: Option<&Path>, work: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    let (mut ours, mut theirs) = UnixStream::pair().context("creating a socket pair")?;
+    // SAFETY: husk is single-threaded here; the child runs ordinary code and leaves with
+    // process::exit.
+    match unsafe { fork() }.context("forking the step's runner")? {
+        ForkResult::Child => {
+            drop(ours);
+            let result = output
+                .map(|path| -> Result<()> {
+                    let f = File::create(path).context("creating the step's output file")?;
+                    for fd in [1, 2] {
+                        nix::unistd::dup2(f.as_raw_fd(), fd).context("redirecting the step's output")?;
+                    }
+                    Ok(())
+                })
+                .transpose()
+                .and_then(|_| work());
+            let reply = match result {
+                Ok(code) => format!("ok {}", code),
+                Err(e) => format!("error {:#}", e),
+            };
+            let _ = theirs.write_all(reply.as_bytes());
+            std::process::exit(0);
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let mut reply = String::new();
+            let read = ours.read_to_string(&mut reply);
+            let status = waitpid(child, None).context("waiting for the step's runner")?;
+            read.context("reading the step's result")?;
+            match reply.split_once(' ') {
+                Some(("ok", code)) => Ok(code.parse().context("reading the step's result")?),
+                Some(("error", e)) => Err(anyhow!("{}", e)),
+                _ => bail!("the step's runner ended abnormally ({:?})", status),
+            }
+        }
+    }
+}
+
+/// While a step's container exists, the signals that would end husk wait: they reach
+/// the container (husk run forwards them), and the build stops once the container is
+/// removed.
+pub struct HeldSignals {
+    set: SigSet,
+    old: SigSet,
+}
+
+impl HeldSignals {
+    pub fn hold() -> Result<HeldSignals> {
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+            set.add(s);
+        }
+        let mut old = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+            .context("blocking signals")?;
+        Ok(HeldSignals { set, old })
+    }
+
+    /// Lets the signals through again; the one that came meanwhile, if any.
+    pub fn release(self) -> Option<Signal> {
+        let mut came = None;
+        if let Ok(fd) = SignalFd::with_flags(&self.set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            while let Ok(Some(info)) = fd.read_signal() {
+                came = came.or(Signal::try_from(info.ssi_signo as i32).ok());
+            }
+        }
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+        came
+    }
+}
