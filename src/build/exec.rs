@@ -6,7 +6,7 @@
 use super::cache::{self, Cache};
 use super::copy::{self, Context, Source};
 use super::expand::{Globals, StageVars};
-use super::run_step::{self, HeldSignals, Outcome, RunInput};
+use super::run_step::{self, Outcome, RunInput};
 use super::{parser, CommandLine, DockerfileError, Dockerfile, Healthcheck, Instruction, RunNetwork, RunScript, StageRef, Step};
 use crate::container::network::NetworkMode;
 use crate::fetch::manifest::PlatformSpec;
@@ -408,11 +408,7 @@ impl Builder<'_> {
             script,
             quiet: self.opts.quiet,
         };
-        let held = HeldSignals::hold()?;
         let outcome = run_step::run(self.store, self.tmp, self.ids, &input);
-        if let Some(sig) = held.release() {
-            return Err(anyhow!(StepFailed { code: 128 + sig as i32, message: format!("interrupted by {}", sig) }));
-        }
         let shown = match &run.command {
             CommandLine::Exec(v) => serde_json::to_string(v)?,
             CommandLine::Shell(s) => s.clone(),
@@ -426,6 +422,9 @@ impl Builder<'_> {
             History { created_by: format!("RUN {}{} # buildkit", prefix, cmd), ..Default::default() }
         };
         match outcome? {
+            Outcome::Interrupted(sig) => {
+                Err(anyhow!(StepFailed { code: 128 + sig as i32, message: format!("interrupted by {}", sig) }))
+            }
             Outcome::Failed(code) => Err(anyhow!(StepFailed {
                 code,
                 message: format!("RUN {}: returned a non-zero code: {}", shown, code)

@@ -19,7 +19,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -44,11 +46,26 @@ pub enum Outcome {
     Layer(Option<NewLayer>),
     /// The command's exit status (128+N for signal N).
     Failed(i32),
+    /// husk was told to stop (Ctrl-C): the container was killed and removed.
+    Interrupted(Signal),
 }
 
 /// Runs the step and stores what it changed. Call inside husk's user namespace, with
 /// the store's writers lock held, from a single thread.
+///
+/// While the step's container exists, the signals that would end husk are held: one
+/// that comes kills the container (whose first process, pid 1 of its namespace, may
+/// ignore it), which is then removed, and the step ends as `Interrupted`.
 pub fn run(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput) -> Result<Outcome> {
+    let held = HeldSignals::hold()?;
+    let outcome = run_held(store, tmp, ids, input, &held);
+    match held.release() {
+        Some(sig) => Ok(Outcome::Interrupted(sig)),
+        None => outcome,
+    }
+}
+
+fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, held: &HeldSignals) -> Result<Outcome> {
     if input.layers.is_empty() {
         bail!("RUN needs files to run: the image has no layers (FROM scratch)");
     }
@@ -130,7 +147,17 @@ pub fn run(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput) -> R
     let output = input.quiet.then(|| tmp.path(&format!("output-{}", crate::util::unique_suffix())));
     // In a child: a process may enter only one new pid namespace for its children, and a
     // build runs many steps.
-    let code = in_child(output.as_deref(), || launch::foreground(store, container, &spec, None))?;
+    let id = container.state.id.clone();
+    let stop = || {
+        let pid = Container::load(store, &id).ok().and_then(|c| c.live_pid());
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    };
+    let code = in_child(held, output.as_deref(), stop, || launch::foreground(store, container, &spec, None))?;
+    if held.came.get().is_some() {
+        return Ok(Outcome::Failed(128 + Signal::SIGKILL as i32));
+    }
     if code != 0 {
         if let Some(out) = output {
             eprint!("{}", String::from_utf8_lossy(&std::fs::read(out).unwrap_or_default()));
@@ -166,8 +193,14 @@ impl Drop for RemoveOnDrop<'_> {
 }
 
 /// Runs `work` in a forked child (its output to `output` when given) and returns
-/// what it returned. Call while single-threaded.
-fn in_child(output: Option<&Path>, work: impl FnOnce() -> Result<i32>) -> Result<i32> {
+/// what it returned; a held signal that comes meanwhile calls `stop`. Call while
+/// single-threaded.
+fn in_child(
+    held: &HeldSignals,
+    output: Option<&Path>,
+    stop: impl Fn(),
+    work: impl FnOnce() -> Result<i32>,
+) -> Result<i32> {
     let (mut ours, mut theirs) = UnixStream::pair().context("creating a socket pair")?;
     // SAFETY: husk is single-threaded here; the child runs ordinary code and leaves with
     // process::exit.
@@ -193,10 +226,9 @@ fn in_child(output: Option<&Path>, work: impl FnOnce() -> Result<i32>) -> Result
         }
         ForkResult::Parent { child } => {
             drop(theirs);
-            let mut reply = String::new();
-            let read = ours.read_to_string(&mut reply);
+            let read = read_reply(&mut ours, held, &stop);
             let status = waitpid(child, None).context("waiting for the step's runner")?;
-            read.context("reading the step's result")?;
+            let reply = read.context("reading the step's result")?;
             match reply.split_once(' ') {
                 Some(("ok", code)) => Ok(code.parse().context("reading the step's result")?),
                 Some(("error", e)) => Err(anyhow!("{}", e)),
@@ -209,13 +241,14 @@ fn in_child(output: Option<&Path>, work: impl FnOnce() -> Result<i32>) -> Result
 /// While a step's container exists, the signals that would end husk wait: they reach
 /// the container (husk run forwards them), and the build stops once the container is
 /// removed.
-pub struct HeldSignals {
+struct HeldSignals {
     set: SigSet,
     old: SigSet,
+    came: Cell<Option<Signal>>,
 }
 
 impl HeldSignals {
-    pub fn hold() -> Result<HeldSignals> {
+    fn hold() -> Result<HeldSignals> {
         let mut set = SigSet::empty();
         for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
             set.add(s);
@@ -223,18 +256,58 @@ impl HeldSignals {
         let mut old = SigSet::empty();
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
             .context("blocking signals")?;
-        Ok(HeldSignals { set, old })
+        Ok(HeldSignals { set, old, came: Cell::new(None) })
+    }
+
+    fn signalfd(&self) -> Result<SignalFd> {
+        SignalFd::with_flags(&self.set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("creating a signalfd")
+    }
+
+    /// Takes the signals that came (without waiting); true if any did.
+    fn take(&self, fd: &SignalFd) -> bool {
+        let mut any = false;
+        while let Ok(Some(info)) = fd.read_signal() {
+            any = true;
+            self.came.set(self.came.get().or(Signal::try_from(info.ssi_signo as i32).ok()));
+        }
+        any
     }
 
     /// Lets the signals through again; the one that came meanwhile, if any.
-    pub fn release(self) -> Option<Signal> {
-        let mut came = None;
-        if let Ok(fd) = SignalFd::with_flags(&self.set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-            while let Ok(Some(info)) = fd.read_signal() {
-                came = came.or(Signal::try_from(info.ssi_signo as i32).ok());
-            }
+    fn release(self) -> Option<Signal> {
+        if let Ok(fd) = self.signalfd() {
+            self.take(&fd);
         }
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-        came
+        self.came.get()
     }
+}
+
+/// Reads the runner's reply to its end, calling `stop` when a held signal comes.
+fn read_reply(sock: &mut UnixStream, held: &HeldSignals, stop: &dyn Fn()) -> Result<String> {
+    let signals = held.signalfd()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the step"),
+            Ok(_) => {}
+        }
+        let signalled = fds[1].revents().is_some_and(|r| !r.is_empty());
+        let readable = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if signalled && held.take(&signals) {
+            stop();
+        }
+        if readable {
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
