@@ -119,7 +119,12 @@ CMD ["cat greeting.txt"]
 "#;
 
 fn all_kinds_context() -> TempDir {
-    let dir = context(&[("Dockerfile", ALL_KINDS), ("conf/app.conf", "port=8080\n"), ("data/a.txt", "A\n"), ("data/sub/b.txt", "B\n")]);
+    let dir = context(&[
+        ("Dockerfile", ALL_KINDS),
+        ("conf/app.conf", "port=8080\n"),
+        ("data/a.txt", "A\n"),
+        ("data/sub/b.txt", "B\n"),
+    ]);
     // A gzip tar for ADD, made by tar(1).
     let src = dir.path().join("bundle-src");
     fs::create_dir_all(src.join("lib")).unwrap();
@@ -270,10 +275,8 @@ fn multi_stage_builds_only_what_the_target_needs() {
 #[test]
 fn dockerignore_and_globs_choose_the_sources() {
     let h = setup(TestUser::NoSub);
-    let df = format!(
-        "FROM {}\nCOPY . /ctx/\nCOPY *.txt notes/n?.md /globbed/\nCMD [\"true\"]\n",
-        reg("busybox:latest")
-    );
+    let df =
+        format!("FROM {}\nCOPY . /ctx/\nCOPY *.txt notes/n?.md /globbed/\nCMD [\"true\"]\n", reg("busybox:latest"));
     let ctx = context(&[
         ("Dockerfile", &df),
         (".dockerignore", "# comment\n*.log\n!keep.log\nsecret\nnotes/private*\n"),
@@ -288,8 +291,7 @@ fn dockerignore_and_globs_choose_the_sources() {
     built_id(&build(&h, ctx.path(), &["-t", "ign", "--network", "none"]));
     let seen = run_in(&h, &[], "ign", "cd /ctx && find . -type f | sort; ls /globbed");
     assert_eq!(
-        seen,
-        "./.dockerignore\n./Dockerfile\n./a.txt\n./b.txt\n./keep.log\n./notes/n1.md\na.txt\nb.txt\nn1.md\n",
+        seen, "./.dockerignore\n./Dockerfile\n./a.txt\n./b.txt\n./keep.log\n./notes/n1.md\na.txt\nb.txt\nn1.md\n",
         "{seen}"
     );
 }

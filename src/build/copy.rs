@@ -50,9 +50,8 @@ pub struct Context {
 
 impl Context {
     pub fn open(root: &Path, rules: &Rules) -> Result<Context> {
-        let fd: OwnedFd = File::open(root)
-            .with_context(|| format!("opening the build context {}", root.display()))?
-            .into();
+        let fd: OwnedFd =
+            File::open(root).with_context(|| format!("opening the build context {}", root.display()))?.into();
         let kept = dockerignore::context_files(root, rules)?
             .into_iter()
             .map(|e| (e.path.as_os_str().as_bytes().to_vec(), e.kind))
@@ -241,7 +240,8 @@ pub fn plan(req: &Request) -> Result<Plan> {
                         context_tree(ctx, &path, &dest, owner, chmod, &mut items)?;
                     }
                     Source::Layers(stack) => {
-                        let Some(Found::Dir { stack: below, .. }) = stack.lookup_path(&path).or(root_found(stack, &path))
+                        let Some(Found::Dir { stack: below, .. }) =
+                            stack.lookup_path(&path).or(root_found(stack, &path))
                         else {
                             bail!("{} is no longer a directory", display(&path));
                         };
@@ -492,7 +492,13 @@ fn is_tar_header(h: &[u8]) -> bool {
     sum == want
 }
 
-fn context_item(ctx: &Context, rel: &[u8], path: Vec<u8>, owner: Option<(u64, u64)>, chmod: Option<u32>) -> Result<Item> {
+fn context_item(
+    ctx: &Context,
+    rel: &[u8],
+    path: Vec<u8>,
+    owner: Option<(u64, u64)>,
+    chmod: Option<u32>,
+) -> Result<Item> {
     let meta = ctx.meta(rel)?;
     let mut it = host_item(&ctx.root.join(OsStr::from_bytes(rel)), &meta, path, None, chmod)?;
     it.uid = owner.map(|o| o.0).unwrap_or(0);
@@ -504,7 +510,13 @@ fn context_item(ctx: &Context, rel: &[u8], path: Vec<u8>, owner: Option<(u64, u6
 }
 
 /// An item from a file husk reads directly (a layer's, or the context's metadata).
-fn host_item(host: &Path, meta: &fs::Metadata, path: Vec<u8>, owner: Option<(u64, u64)>, chmod: Option<u32>) -> Result<Item> {
+fn host_item(
+    host: &Path,
+    meta: &fs::Metadata,
+    path: Vec<u8>,
+    owner: Option<(u64, u64)>,
+    chmod: Option<u32>,
+) -> Result<Item> {
     let ft = meta.file_type();
     let (kind, link, data) = if ft.is_file() {
         (Kind::File, Vec::new(), Data::Host(host.to_path_buf()))
@@ -559,7 +571,13 @@ fn context_tree(
 }
 
 /// A merged directory of layers, recursively, as items under `dest`.
-fn stack_tree(stack: &Stack, dest: &[u8], owner: Option<(u64, u64)>, chmod: Option<u32>, out: &mut Vec<Item>) -> Result<()> {
+fn stack_tree(
+    stack: &Stack,
+    dest: &[u8],
+    owner: Option<(u64, u64)>,
+    chmod: Option<u32>,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     for name in stack.names()? {
         let target = join(dest, name.as_bytes());
         match stack.lookup(&name) {
@@ -567,11 +585,10 @@ fn stack_tree(stack: &Stack, dest: &[u8], owner: Option<(u64, u64)>, chmod: Opti
                 out.push(host_item(&top.1, &meta, target.clone(), owner, chmod)?);
                 stack_tree(&below, &target, owner, chmod, out)?;
             }
-            Some(Found::Other { path, meta, .. }) => {
-                if meta.file_type().is_file() || meta.file_type().is_symlink() {
-                    out.push(host_item(&path, &meta, target, owner, chmod)?);
-                }
+            Some(Found::Other { path, meta, .. }) if meta.file_type().is_file() || meta.file_type().is_symlink() => {
+                out.push(host_item(&path, &meta, target, owner, chmod)?);
             }
+            Some(Found::Other { .. }) => {}
             None => {}
         }
     }
@@ -709,17 +726,21 @@ pub fn chown_ids(spec: &str, image_layers: &[PathBuf]) -> Result<(u64, u64)> {
     let groups = read_image_file(image_layers, "/etc/group");
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => resolve_user(user, passwd.as_deref(), groups.as_deref())
-            .map_err(|e| anyhow!("--chown {}: {}", spec, e))?
-            .uid,
+        Err(_) => {
+            resolve_user(user, passwd.as_deref(), groups.as_deref())
+                .map_err(|e| anyhow!("--chown {}: {}", spec, e))?
+                .uid
+        }
     };
     let gid = match group {
         None => uid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => resolve_user(&format!("0:{}", g), passwd.as_deref(), groups.as_deref())
-                .map_err(|e| anyhow!("--chown {}: {}", spec, e))?
-                .gid,
+            Err(_) => {
+                resolve_user(&format!("0:{}", g), passwd.as_deref(), groups.as_deref())
+                    .map_err(|e| anyhow!("--chown {}: {}", spec, e))?
+                    .gid
+            }
         },
     };
     Ok((uid as u64, gid as u64))
@@ -842,13 +863,12 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                         }
                     }
                 }
-                b'\\' if p + 1 < pattern.len() => {
-                    if pattern[p + 1] == name[n] {
-                        p += 2;
-                        n += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
                 }
+                b'\\' if p + 1 < pattern.len() => {}
                 c if c == name[n] => {
                     p += 1;
                     n += 1;

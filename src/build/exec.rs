@@ -7,7 +7,9 @@ use super::cache::{self, Cache};
 use super::copy::{self, Context, Source};
 use super::expand::{Globals, StageVars};
 use super::run_step::{self, Outcome, RunInput};
-use super::{parser, CommandLine, DockerfileError, Dockerfile, Healthcheck, Instruction, RunNetwork, RunScript, StageRef, Step};
+use super::{
+    parser, CommandLine, Dockerfile, DockerfileError, Healthcheck, Instruction, RunNetwork, RunScript, StageRef, Step,
+};
 use crate::container::network::NetworkMode;
 use crate::fetch::manifest::PlatformSpec;
 use crate::fetch::pull::{extract_options, pull, PullOptions};
@@ -104,8 +106,8 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
         eprintln!("WARNING: {}:{}: {}", df.name, w.line, w.message);
     }
     let target = df.target(opts.target.as_deref()).map_err(|e| anyhow!(e))?;
-    let globals = Globals::new(&df, &opts.build_args, &PlatformSpec::host(), opts.target.as_deref())
-        .map_err(|e| anyhow!(e))?;
+    let globals =
+        Globals::new(&df, &opts.build_args, &PlatformSpec::host(), opts.target.as_deref()).map_err(|e| anyhow!(e))?;
     for name in globals.unconsumed(&df) {
         eprintln!("WARNING: the build argument {} was not consumed", name);
     }
@@ -127,10 +129,9 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
             }
         }
         for (r, line) in refs {
-            if !images.contains_key(&r) {
-                let image = image_for(store, ids, &r, opts)
-                    .with_context(|| format!("{}:{}", df.name, line))?;
-                images.insert(r, image);
+            if let std::collections::hash_map::Entry::Vacant(slot) = images.entry(r) {
+                let image = image_for(store, ids, slot.key(), opts).with_context(|| format!("{}:{}", df.name, line))?;
+                slot.insert(image);
             }
         }
     }
@@ -247,12 +248,9 @@ impl Builder<'_> {
         self.next_step(&stage.original);
         let at = |msg: String| anyhow!(DockerfileError { file: df.name.clone(), line: Some(stage.line), message: msg });
         let mut state = match globals.base(df, index).map_err(|e| anyhow!(e))? {
-            StageRef::Scratch => StageState {
-                draft: ImageDraft::scratch(),
-                manifest: None,
-                base_manifest: None,
-                key: "scratch".into(),
-            },
+            StageRef::Scratch => {
+                StageState { draft: ImageDraft::scratch(), manifest: None, base_manifest: None, key: "scratch".into() }
+            }
             StageRef::Stage(i) => self.done.get(&i).cloned().ok_or_else(|| at(format!("stage {} was not built", i)))?,
             StageRef::Image(r) => {
                 let image = &self.images[&r];
@@ -325,13 +323,15 @@ impl Builder<'_> {
         }
 
         match &ins {
-            Instruction::Run(run) => self.run(state, vars, run, &args).map_err(|e| match e.downcast::<StepFailed>() {
-                Ok(failed) => anyhow!(StepFailed {
-                    code: failed.code,
-                    message: format!("{}:{}: {}", df.name, step.line, failed.message)
-                }),
-                Err(e) => at(e),
-            })?,
+            Instruction::Run(run) => {
+                self.run(state, vars, run, &args).map_err(|e| match e.downcast::<StepFailed>() {
+                    Ok(failed) => anyhow!(StepFailed {
+                        code: failed.code,
+                        message: format!("{}:{}: {}", df.name, step.line, failed.message)
+                    }),
+                    Err(e) => at(e),
+                })?
+            }
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let plan = copy_plan.take().expect("planned above");
                 let parent = state.chains().last().cloned();
@@ -349,7 +349,8 @@ impl Builder<'_> {
             other => self.metadata(state, other, step)?,
         }
         let written = state.draft.write_blobs(self.store)?;
-        self.cache.put(&key, &cache::Entry { manifest: written.manifest_digest.clone(), cmd_set: state.draft.cmd_set() })?;
+        self.cache
+            .put(&key, &cache::Entry { manifest: written.manifest_digest.clone(), cmd_set: state.draft.cmd_set() })?;
         state.manifest = Some(written.manifest_digest);
         state.key = key;
         self.say(&format!("--> {}", short(&written.config_digest)));
@@ -425,10 +426,9 @@ impl Builder<'_> {
             Outcome::Interrupted(sig) => {
                 Err(anyhow!(StepFailed { code: 128 + sig as i32, message: format!("interrupted by {}", sig) }))
             }
-            Outcome::Failed(code) => Err(anyhow!(StepFailed {
-                code,
-                message: format!("RUN {}: returned a non-zero code: {}", shown, code)
-            })),
+            Outcome::Failed(code) => {
+                Err(anyhow!(StepFailed { code, message: format!("RUN {}: returned a non-zero code: {}", shown, code) }))
+            }
             Outcome::Layer(Some(layer)) => {
                 state.draft.add_layer(&layer, history);
                 Ok(())
