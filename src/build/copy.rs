@@ -83,35 +83,14 @@ impl Context {
     /// Follows symlinks at `rel` (and in its parents) inside the context: the path it
     /// names, if that is kept.
     fn follow(&self, rel: &[u8]) -> Result<Option<Vec<u8>>> {
-        let mut pending: Vec<Vec<u8>> = components(rel).into_iter().rev().collect();
-        let mut real: Vec<Vec<u8>> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            if c == b".." {
-                real.pop();
-                continue;
-            }
-            real.push(c);
-            let path = real.join(&b'/');
-            match self.kind(&path) {
-                None => return Ok(None),
-                Some(EntryKind::Symlink) => {
-                    hops += 1;
-                    if hops > MAX_LINKS {
-                        bail!("too many levels of symbolic links at {}", display(rel));
-                    }
-                    let target = fs::read_link(self.root.join(OsStr::from_bytes(&path)))?;
-                    let target = target.as_os_str().as_bytes();
-                    real.pop();
-                    if target.starts_with(b"/") {
-                        real.clear();
-                    }
-                    pending.extend(components(target).into_iter().rev());
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(Some(real.join(&b'/')))
+        let (real, exists) = follow_links(rel, |path| {
+            Ok(match self.kind(path) {
+                None => Node::Missing,
+                Some(EntryKind::Symlink) => Node::Link(self.root.join(OsStr::from_bytes(path))),
+                Some(_) => Node::Present,
+            })
+        })?;
+        Ok(exists.then_some(real))
     }
 }
 
@@ -678,6 +657,29 @@ fn root_found(stack: &Stack, path: &[u8]) -> Option<Found> {
 /// `path` with the symlinks of the image followed (inside the image), as far as it
 /// exists; the rest is appended as written.
 fn resolve_dest(stack: &Stack, path: &[u8]) -> Result<Vec<u8>> {
+    let (real, _) = follow_links(path, |p| {
+        Ok(match stack.lookup_path(p) {
+            Some(Found::Other { path: host, meta, .. }) if meta.file_type().is_symlink() => Node::Link(host),
+            Some(_) => Node::Present,
+            None => Node::Missing,
+        })
+    })?;
+    Ok(real)
+}
+
+/// What a path is, for `follow_links`.
+enum Node {
+    Missing,
+    Present,
+    /// A symlink, read at this host path.
+    Link(PathBuf),
+}
+
+/// Resolves `path` component by component, following symlinks inside the tree `node`
+/// describes (an absolute target starts again at its root; `..` stops at the root).
+/// Returns the path and whether it all exists; from the first missing component on,
+/// the rest is appended as written.
+fn follow_links(path: &[u8], node: impl Fn(&[u8]) -> Result<Node>) -> Result<(Vec<u8>, bool)> {
     let mut pending: Vec<Vec<u8>> = components(path).into_iter().rev().collect();
     let mut real: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0;
@@ -687,13 +689,14 @@ fn resolve_dest(stack: &Stack, path: &[u8]) -> Result<Vec<u8>> {
             continue;
         }
         real.push(c);
-        match stack.lookup_path(&real.join(&b'/')) {
-            Some(Found::Other { path: host, meta, .. }) if meta.file_type().is_symlink() => {
+        match node(&real.join(&b'/'))? {
+            Node::Present => {}
+            Node::Link(host) => {
                 hops += 1;
                 if hops > MAX_LINKS {
                     bail!("too many levels of symbolic links at /{}", display(path));
                 }
-                let target = fs::read_link(&host)?;
+                let target = fs::read_link(&host).with_context(|| format!("reading the link {}", host.display()))?;
                 let target = target.as_os_str().as_bytes();
                 real.pop();
                 if target.starts_with(b"/") {
@@ -701,15 +704,13 @@ fn resolve_dest(stack: &Stack, path: &[u8]) -> Result<Vec<u8>> {
                 }
                 pending.extend(components(target).into_iter().rev());
             }
-            Some(_) => {}
-            None => {
-                // Missing from here on: the rest as written.
+            Node::Missing => {
                 real.extend(pending.into_iter().rev().filter(|c| c != b".."));
-                break;
+                return Ok((real.join(&b'/'), false));
             }
         }
     }
-    Ok(real.join(&b'/'))
+    Ok((real.join(&b'/'), true))
 }
 
 /// `--chown=user[:group]`: names from the image's /etc/passwd and /etc/group; a user
