@@ -52,6 +52,7 @@
 //! ignores them on ARG and STOPSIGNAL); `${VAR/pat/repl}` takes the
 //! replacement literally.
 
+pub mod dockerignore;
 pub mod expand;
 pub mod instruction;
 pub mod lex;
