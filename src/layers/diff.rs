@@ -696,8 +696,13 @@ mod tests {
             .collect()
     }
 
+    /// Docker's lines for the changes.
+    fn shown(diff: &Diff) -> Vec<String> {
+        diff.changes().iter().map(|c| format!("{} /{}", c.kind.letter(), String::from_utf8_lossy(&c.path))).collect()
+    }
+
     /// Two image layers and an overlay upper dir with every kind of change.
-    fn overlay_case(t: &Tmp) -> (PathBuf, PathBuf, PathBuf) {
+    fn overlay_case(t: &Tmp) -> (PathBuf, PathBuf, PathBuf, WritableLayer) {
         let (l1, l2, upper) = (t.dir("l1"), t.dir("l2"), t.dir("upper"));
         fs::create_dir_all(l1.join("etc/old")).unwrap();
         write(&l1.join("etc/old/a"), "a");
@@ -726,26 +731,21 @@ mod tests {
         // husk's own mount points, where the image has none: not changes
         fs::create_dir_all(upper.join("proc")).unwrap();
         write(&upper.join("etc/hostname"), "");
-        (l1, l2, upper)
-    }
-
-    #[test]
-    fn overlay_changes_and_their_tar() {
-        let t = Tmp::new("overlay");
-        let (l1, l2, upper) = overlay_case(&t);
         let layer = WritableLayer {
             upper: upper.clone(),
             lowers_top_first: vec![l2.clone(), l1.clone()],
             format: Format::Overlay,
         };
+        (l1, l2, upper, layer)
+    }
+
+    #[test]
+    fn overlay_changes_and_their_tar() {
+        let t = Tmp::new("overlay");
+        let (l1, l2, upper, layer) = overlay_case(&t);
         let diff = Diff::scan(&layer).unwrap();
-        let shown: Vec<String> = diff
-            .changes()
-            .iter()
-            .map(|c| format!("{} /{}", c.kind.letter(), String::from_utf8_lossy(&c.path)))
-            .collect();
         assert_eq!(
-            shown,
+            shown(&diff),
             [
                 "C /bin-file",
                 "C /etc",
@@ -843,12 +843,7 @@ mod tests {
         let layer =
             WritableLayer { upper: upper.clone(), lowers_top_first: vec![l1.clone()], format: Format::Copy { since } };
         let diff = Diff::scan(&layer).unwrap();
-        let shown: Vec<String> = diff
-            .changes()
-            .iter()
-            .map(|c| format!("{} /{}", c.kind.letter(), String::from_utf8_lossy(&c.path)))
-            .collect();
-        assert_eq!(shown, ["C /d", "C /d/sub", "A /d/sub/new", "D /gone", "C /lnk", "C /mode", "C /samesize"]);
+        assert_eq!(shown(&diff), ["C /d", "C /d/sub", "A /d/sub/new", "D /gone", "C /lnk", "C /mode", "C /samesize"]);
         let tar = diff.write_tar(Vec::new()).unwrap();
         let applied = t.dir("applied");
         extract(&tar, &applied);
@@ -858,12 +853,7 @@ mod tests {
     #[test]
     fn merged_tree_is_the_containers_view() {
         let t = Tmp::new("merged");
-        let (l1, l2, upper) = overlay_case(&t);
-        let layer = WritableLayer {
-            upper: upper.clone(),
-            lowers_top_first: vec![l2.clone(), l1.clone()],
-            format: Format::Overlay,
-        };
+        let (l1, l2, upper, layer) = overlay_case(&t);
         let tar = Diff::merged(&layer).unwrap().write_tar(Vec::new()).unwrap();
         let out = t.dir("out");
         extract(&tar, &out);

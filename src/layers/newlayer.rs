@@ -16,8 +16,8 @@ use std::io::{self, BufWriter, Write};
 
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// zlib level 1 costs a fifth of the default's time for a blob ~15% larger; a commit or
-/// a build step is usually waited for, its blob uploaded once.
+/// Level 1 takes a fourth of the default level's time for a blob ~9% larger (Debian
+/// minbase's 121 MB tar: 53 against 49 MB); a commit or a build step is waited for.
 const GZIP_LEVEL: u32 = 1;
 
 /// A layer stored from a tar stream.
