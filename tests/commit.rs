@@ -188,6 +188,15 @@ fn commit_round_trip(user: TestUser) {
     assert_eq!(h1.ino(), fs::metadata(rootfs.join("data/h2")).unwrap().ino(), "umoci sees the hard link");
     fs::remove_dir_all(&dir).unwrap();
 
+    // history of the pulled image: its one layer, the id of the image on top
+    let pulled = husk_ok(&h, &["history", &image]);
+    let rows: Vec<&str> = pulled.lines().collect();
+    let inspect: serde_json::Value = serde_json::from_str(&husk_ok(&h, &["image", "inspect", &image])).unwrap();
+    let pulled_id = inspect[0]["Id"].as_str().unwrap()[7..19].to_string();
+    assert_eq!(rows.len(), 2, "{pulled}");
+    assert!(rows[1].starts_with(&pulled_id) && rows[1].contains("busybox-static rootfs"), "{pulled}");
+    assert!(rows[1].split_whitespace().any(|w| w.ends_with("MB")), "a size: {pulled}");
+
     // history: the new layer on top, with the message and the container's command
     let hist = husk_ok(&h, &["history", "committed:v1"]);
     let rows: Vec<&str> = hist.lines().collect();
