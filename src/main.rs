@@ -38,6 +38,11 @@ enum Command {
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    Commit(cmd::commit::CommitArgs),
+    Diff(cmd::diff::DiffArgs),
+    Export(cmd::export::ExportArgs),
+    Import(cmd::import::ImportArgs),
+    History(cmd::history::HistoryArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
@@ -75,6 +80,8 @@ enum ImageCmd {
     /// Remove images
     Rm(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    History(cmd::history::HistoryArgs),
+    Import(cmd::import::ImportArgs),
 }
 
 fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Result<i32> {
@@ -99,6 +106,11 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
+        Command::Commit(a) => cmd::commit::run(&ctx, a),
+        Command::Diff(a) => cmd::diff::run(&ctx, a),
+        Command::Export(a) => cmd::export::run(&ctx, a),
+        Command::Import(a) | Command::Image(ImageCmd::Import(a)) => cmd::import::run(&ctx, a),
+        Command::History(a) | Command::Image(ImageCmd::History(a)) => cmd::history::run(&ctx, a),
         Command::System(c) => cmd::system::run(&ctx, c),
         Command::Volume(c) => cmd::volume::run(&ctx, c),
         Command::Network(c) => cmd::network::run(&ctx, c),

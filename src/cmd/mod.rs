@@ -1,11 +1,16 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
 pub mod attach;
+pub mod commit;
 pub mod cp;
 pub mod create;
+pub mod diff;
 pub mod exec;
+pub mod export;
+pub mod history;
 pub mod image_inspect;
 pub mod images;
+pub mod import;
 pub mod info;
 pub mod inspect;
 pub mod kill;

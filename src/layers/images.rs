@@ -149,6 +149,20 @@ pub fn tag_manifest(store: &Store, desc: Descriptor, name: &str) -> Result<()> {
     })
 }
 
+/// Records a manifest under `name` (as `tag_manifest`), or without a name when no
+/// entry has it yet.
+pub fn record_manifest(store: &Store, desc: Descriptor, name: Option<&str>) -> Result<()> {
+    match name {
+        Some(n) => tag_manifest(store, desc, n),
+        None => store.update_index(|entries| {
+            if !entries.iter().any(|d| d.digest() == desc.digest()) {
+                entries.push(desc);
+            }
+            Ok(())
+        }),
+    }
+}
+
 /// Removes one name; true when it existed.
 pub fn untag(store: &Store, name: &str) -> Result<bool> {
     store.update_index(|entries| {

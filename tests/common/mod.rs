@@ -209,6 +209,7 @@ const PREREQS: &[(&str, &str)] = &[
     ("passt", "/usr/bin/pasta"),
     ("slirp4netns", "/usr/bin/slirp4netns"),
     ("iproute2", "/sbin/ip"),
+    ("fuse-overlayfs", "/usr/bin/fuse-overlayfs"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
