@@ -38,6 +38,8 @@ enum Command {
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
@@ -75,6 +77,8 @@ enum ImageCmd {
     /// Remove images
     Rm(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
 }
 
 fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Result<i32> {
@@ -98,6 +102,8 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
+        Command::Save(a) | Command::Image(ImageCmd::Save(a)) => cmd::save::run(&ctx, a),
+        Command::Load(a) | Command::Image(ImageCmd::Load(a)) => cmd::load::run(&ctx, a),
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
         Command::System(c) => cmd::system::run(&ctx, c),
         Command::Volume(c) => cmd::volume::run(&ctx, c),

@@ -5,5 +5,5 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod reference;
-pub mod resolve;
 pub mod registry;
+pub mod resolve;
