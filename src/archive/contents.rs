@@ -47,7 +47,11 @@ impl Contents {
         let mut contents = Contents::default();
         let entries = archive.entries().context("reading the archive")?;
         for (n, entry) in entries.enumerate() {
-            let mut entry = entry.context("reading the archive")?;
+            let mut entry = entry.context(if n == 0 {
+                "not an image archive (nor a tar stream)"
+            } else {
+                "reading the archive"
+            })?;
             if n >= MAX_ENTRIES {
                 bail!("the archive has more than {} entries; not an image archive", MAX_ENTRIES);
             }

@@ -80,12 +80,9 @@ fn store_all(
     xopts: &ExtractOptions,
     stored: &mut Stored,
 ) -> Result<Vec<Loaded>> {
-    // A docker-archive image the store has already (by its id) is named, not stored
-    // again under a second manifest.
-    let existing = plans
-        .iter()
-        .map(|p| if p.manifest.is_none() { stored_manifest(store, &p.config_digest) } else { Ok(None) })
-        .collect::<Result<Vec<_>>>()?;
+    // An image the store has already (the same id) is named, not stored again under a
+    // second manifest: its id stays unambiguous, as in Docker.
+    let existing = plans.iter().map(|p| stored_manifest(store, &p.config_digest)).collect::<Result<Vec<_>>>()?;
     let to_store: Vec<&ImagePlan> = plans.iter().zip(&existing).filter(|(_, e)| e.is_none()).map(|(p, _)| p).collect();
     let mut done = HashSet::new();
     for plan in &to_store {

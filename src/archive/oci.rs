@@ -149,7 +149,9 @@ pub fn write<W: Write>(store: &Store, images: &[SaveImage], tar: &mut tar::Build
         .manifests(entries)
         .build()?;
     add_bytes(tar, "oci-layout", LAYOUT)?;
-    add_bytes(tar, INDEX, &serde_json::to_vec(&index)?)?;
+    // Through a Value, whose maps are sorted: the annotations come out in one order,
+    // and the same images make the same archive.
+    add_bytes(tar, INDEX, &serde_json::to_vec(&serde_json::to_value(&index)?)?)?;
     add_dir(tar, "blobs/")?;
     add_dir(tar, "blobs/sha256/")?;
     for (digest, bytes) in &documents {

@@ -209,6 +209,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("passt", "/usr/bin/pasta"),
     ("slirp4netns", "/usr/bin/slirp4netns"),
     ("iproute2", "/sbin/ip"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
