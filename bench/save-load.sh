@@ -37,6 +37,7 @@ bench_need skopeo podman runc newuidmap=uidmap newgidmap=uidmap
 bench_husk_bin
 bench_fixtures
 bench_user_setup
+BENCH_REG=127.0.0.1:1 # no registry: podman reads archives only
 bench_podman_config
 bench_stores_setup $TMPFS
 bench_runroot_setup

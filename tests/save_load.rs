@@ -495,7 +495,22 @@ fn hostile_archives_are_refused_with_nothing_stored() {
     // the unchanged archives load (the shapes below differ from them in one point only)
     assert!(h.run_stdin(&["load"], &with(&base_docker, &same, vec![])).success());
     assert!(h.run_stdin(&["load"], &with(&base_oci, &same, vec![])).success());
-    h.run(&["rmi", "docker.io/x/y:1"]).assert_ok();
+    // Docker 25's layout: an OCI layout whose manifest.json names blobs/sha256/ files
+    let blob = |digest: &str| base_oci.iter().find(|e| e.name == format!("blobs/sha256/{}", &digest[7..])).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&base_oci.iter().find(|e| e.name == "index.json").unwrap().data).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap()).data).unwrap();
+    let docker25 = serde_json::json!([{
+        "Config": blob(manifest["config"]["digest"].as_str().unwrap()).name,
+        "RepoTags": ["x/y:25"],
+        "Layers": [blob(manifest["layers"][0]["digest"].as_str().unwrap()).name],
+    }]);
+    let out =
+        h.run_stdin(&["load"], &with(&base_oci, &same, vec![file("manifest.json", docker25.to_string().as_bytes())]));
+    assert_eq!(out.stdout, "Loaded image: docker.io/x/y:25\n", "{out:?}");
+    assert_eq!(images(&h).len(), 2, "one image, two names: {:?}", images(&h));
+    h.run(&["rmi", "-f", &image_id(&h, "docker.io/x/y:1")]).assert_ok();
     assert!(images(&h).is_empty());
 
     refused(&h, "a path with ..", &with(&base_docker, &same, vec![file("../../escaped", b"x")]), "leaves the archive");
