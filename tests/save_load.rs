@@ -646,3 +646,42 @@ fn failed_save_leaves_the_output_file_untouched() {
         assert_eq!(left.len(), 1, "{format}: temp files left: {left:?}");
     }
 }
+
+/// A save killed half-way (SIGTERM, as on shutdown; SIGINT from a terminal alike) leaves
+/// no temp file and no FILE.
+#[test]
+fn interrupted_save_leaves_nothing() {
+    let h = husk_with(TestUser::Sub, &["debian:bookworm"]);
+    let out_dir = h.home.join("out");
+    fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::chown(&out_dir, Some(h.user.uid()), Some(h.user.gid())).unwrap();
+    let target = out_dir.join("debian.tar");
+    let mut interrupted = false;
+    for _attempt in 0..5 {
+        let mut child = h
+            .cmd(&["save", "-o", target.to_str().unwrap(), &reg("debian:bookworm")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        // the temp file beside FILE shows the archive is being written
+        while fs::read_dir(&out_dir).unwrap().next().is_none() && start.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for pid in pids_with_env(&format!("HOME={}", h.home.display())) {
+            // SAFETY: kill(2) with a pid read from /proc touches no memory.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let status = child.wait().unwrap();
+        if status.success() {
+            fs::remove_file(&target).unwrap(); // done before the signal came: again
+            continue;
+        }
+        interrupted = true;
+        break;
+    }
+    assert!(interrupted, "the save always finished before SIGTERM reached it");
+    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "an interrupted save left {left:?}");
+}

@@ -33,6 +33,7 @@ impl Output {
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", dest.display()))?;
+        remove_on_signal(&tmp);
         let out = BufWriter::with_capacity(1 << 20, Box::new(handle.try_clone()?) as Box<dyn Write>);
         Ok(Output { out, file: Some(TempFile { tmp, dest: dest.to_path_buf(), handle }) })
     }
@@ -62,5 +63,38 @@ impl Write for Output {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// The temp file a signal handler removes; set once, before the handlers are installed.
+static SIGNAL_TEMP: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove `tmp` before they end the process as usual,
+/// so that an interrupted save leaves nothing beside FILE.
+fn remove_on_signal(tmp: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(tmp.as_os_str().as_bytes()) else { return };
+    if SIGNAL_TEMP.set(path).is_err() {
+        return;
+    }
+    extern "C" fn handler(sig: libc::c_int) {
+        if let Some(p) = SIGNAL_TEMP.get() {
+            // SAFETY: unlink, signal and raise are async-signal-safe; the path is a
+            // CString that lives as long as the process and is never written again.
+            unsafe {
+                libc::unlink(p.as_ptr());
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        }
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only makes async-signal-safe calls; a signal
+        // the process was started ignoring (a background job's SIGINT) stays ignored.
+        unsafe {
+            if libc::signal(sig, handler as *const () as libc::sighandler_t) == libc::SIG_IGN {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+        }
     }
 }
