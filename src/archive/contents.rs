@@ -184,7 +184,11 @@ pub fn sniff(head: &[u8]) -> Result<Compression> {
     Ok(match head {
         [0x1f, 0x8b, ..] => Compression::Gzip,
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-        [b'B', b'Z', b'h', ..] => bail!("bzip2 compression is not supported (husk reads tar, gzip and zstd)"),
+        // "BZh", the block size, then the first block's magic: a tar whose first name
+        // merely starts with "BZh" is still a tar.
+        [b'B', b'Z', b'h', b'1'..=b'9', 0x31, 0x41, ..] => {
+            bail!("bzip2 compression is not supported (husk reads tar, gzip and zstd)")
+        }
         [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
             bail!("xz compression is not supported (husk reads tar, gzip and zstd)")
         }
@@ -305,5 +309,6 @@ mod tests {
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd]).unwrap(), Compression::Zstd);
         assert_eq!(sniff(b"manifest").unwrap(), Compression::None);
         assert!(sniff(b"BZh91AY").is_err());
+        assert_eq!(sniff(b"BZh-named-file").unwrap(), Compression::None);
     }
 }
