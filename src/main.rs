@@ -43,6 +43,8 @@ enum Command {
     Export(cmd::export::ExportArgs),
     Import(cmd::import::ImportArgs),
     History(cmd::history::HistoryArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
@@ -82,6 +84,8 @@ enum ImageCmd {
     Tag(cmd::tag::TagArgs),
     History(cmd::history::HistoryArgs),
     Import(cmd::import::ImportArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
 }
 
 fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Result<i32> {
@@ -105,6 +109,8 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
+        Command::Save(a) | Command::Image(ImageCmd::Save(a)) => cmd::save::run(&ctx, a),
+        Command::Load(a) | Command::Image(ImageCmd::Load(a)) => cmd::load::run(&ctx, a),
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
         Command::Commit(a) => cmd::commit::run(&ctx, a),
         Command::Diff(a) => cmd::diff::run(&ctx, a),

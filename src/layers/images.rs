@@ -154,13 +154,20 @@ pub fn tag_manifest(store: &Store, desc: Descriptor, name: &str) -> Result<()> {
 pub fn record_manifest(store: &Store, desc: Descriptor, name: Option<&str>) -> Result<()> {
     match name {
         Some(n) => tag_manifest(store, desc, n),
-        None => store.update_index(|entries| {
-            if !entries.iter().any(|d| d.digest() == desc.digest()) {
-                entries.push(desc);
-            }
-            Ok(())
-        }),
+        None => add_unnamed(store, desc),
     }
+}
+
+/// Records an image without a name (a dangling one) unless the index has it already.
+pub fn add_unnamed(store: &Store, mut desc: Descriptor) -> Result<()> {
+    let digest = desc.digest().to_string();
+    desc.set_annotations(None);
+    store.update_index(|entries| {
+        if !entries.iter().any(|d| d.digest().to_string() == digest) {
+            entries.push(desc);
+        }
+        Ok(())
+    })
 }
 
 /// Removes one name; true when it existed.

@@ -210,6 +210,8 @@ const PREREQS: &[(&str, &str)] = &[
     ("slirp4netns", "/usr/bin/slirp4netns"),
     ("iproute2", "/sbin/ip"),
     ("fuse-overlayfs", "/usr/bin/fuse-overlayfs"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
