@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod config;
 pub mod manifest;
+pub mod parallel;
 pub mod progress;
 pub mod pull;
 pub mod reference;

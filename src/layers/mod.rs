@@ -5,4 +5,5 @@ pub mod gzip;
 pub mod images;
 pub mod ingest;
 pub mod merge;
+pub mod sources;
 pub mod store;
