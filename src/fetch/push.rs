@@ -69,7 +69,7 @@ pub fn push(store: &Store, image: &ImageRecord, dest: &Reference, opts: &PushOpt
     for layer in image.manifest.layers() {
         blobs.push((format!("Layer {}", short(layer.digest().as_ref())), layer));
     }
-    let known = repositories_by_blob(store, dest)?;
+    let known = repositories_by_blob(store, dest);
     let mut blobs: Vec<Blob> = blobs
         .into_iter()
         .map(|(label, d)| {
@@ -102,11 +102,12 @@ pub fn push(store: &Store, image: &ImageRecord, dest: &Reference, opts: &PushOpt
     Ok(Pushed { reference, digest: image.manifest_digest.clone(), size: manifest_bytes.len() as u64 })
 }
 
-/// For each blob, the other repositories of the destination's registry whose images in
-/// the store use it (they were pulled from there, or pushed there).
-fn repositories_by_blob(store: &Store, dest: &Reference) -> Result<HashMap<String, Vec<String>>> {
+/// For each blob, the other repositories of the destination's registry that name images
+/// of the store using it (most likely pulled from there). A hint: a store it cannot read
+/// whole gives none.
+fn repositories_by_blob(store: &Store, dest: &Reference) -> HashMap<String, Vec<String>> {
     let mut known: HashMap<String, Vec<String>> = HashMap::new();
-    for img in images::list(store)? {
+    for img in images::list(store).unwrap_or_default() {
         let repos: Vec<String> = img
             .names
             .iter()
@@ -127,7 +128,7 @@ fn repositories_by_blob(store: &Store, dest: &Reference) -> Result<HashMap<Strin
             }
         }
     }
-    Ok(known)
+    known
 }
 
 /// Where to mount `digest` from: what the store noted at pull or push time first, then
