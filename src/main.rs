@@ -35,6 +35,7 @@ enum Command {
     Logs(cmd::logs::LogsArgs),
     Inspect(cmd::inspect::InspectArgs),
     Pull(cmd::pull::PullArgs),
+    Push(cmd::push::PushArgs),
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
@@ -79,6 +80,7 @@ enum ImageCmd {
     /// List images
     Ls(cmd::images::ImagesArgs),
     Pull(cmd::pull::PullArgs),
+    Push(cmd::push::PushArgs),
     /// Remove images
     Rm(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
@@ -106,6 +108,7 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Logs(a) => cmd::logs::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => cmd::pull::run(&ctx, a),
+        Command::Push(a) | Command::Image(ImageCmd::Push(a)) => cmd::push::run(&ctx, a),
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),

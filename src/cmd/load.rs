@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: LoadArgs) -> Result<i32> {
     let progress =
         if args.quiet || !crate::util::stderr_is_terminal() { Progress::Quiet } else { Progress::new(false) };
     let store = ctx.store()?;
-    let transfer = progress.transfer("Loading", size);
+    let transfer = progress.transfer("Loading", size, "reading");
     let loaded = load(&store, &ids, ProgressReader { inner: input, transfer: &transfer })?;
     transfer.finish("done");
     for image in loaded {

@@ -23,6 +23,7 @@ pub mod pause;
 pub mod port;
 pub mod ps;
 pub mod pull;
+pub mod push;
 pub mod rm;
 pub mod rmi;
 pub mod run;

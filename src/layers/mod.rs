@@ -9,6 +9,7 @@ pub mod images;
 pub mod ingest;
 pub mod merge;
 pub mod newlayer;
+pub mod sources;
 pub mod stack;
 pub mod store;
 pub mod tarwrite;
