@@ -13,8 +13,9 @@
 #   bench_on_exit CODE          register a cleanup step
 #   bench_husk_bin              build (cargo build --release) and copy husk to $BENCH_TMP/bin
 #   bench_fixtures              build/locate the fixture OCI layout -> $BENCH_LAYOUT
-#   bench_registry_start        docker-registry on 127.0.0.1 -> $BENCH_REG ("127.0.0.1:PORT")
-#   bench_registry_stop
+#   bench_registry_start [NAME] docker-registry on 127.0.0.1 -> $BENCH_REG ("127.0.0.1:PORT"),
+#                               $BENCH_REG_PID; storage in $BENCH_TMP/NAME (default registry)
+#   bench_registry_stop         stops the one started last
 #   bench_push TAG REPO:TAG     skopeo copy oci:$BENCH_LAYOUT:TAG docker://$BENCH_REG/REPO:TAG
 #   bench_layer_bytes TAG       sum of the compressed layer sizes of a layout tag
 #   bench_user_setup            unprivileged user with subuids + private HOME (0700)
@@ -30,6 +31,9 @@
 #   bench_median X...           median of numbers
 #   bench_fmt_s X               seconds, 2 decimals (3 significant digits under 0.1 s)
 #   bench_ratio A B             A/B, 2 decimals
+#   bench_rotate W N TOOL...    run_one TOOL ITER MEASURED for W warm-up + N iterations, ABBA
+#   bench_stats NAME X...       "  NAME median … s  min … s  max … s  (X …)", or NAME FAILED
+#   bench_verdict WHAT GOAL     the last line (husk vs podman medians, ratio, goal) and exit
 #   bench_load_warn             warn when the load average exceeds the CPU count
 #   bench_mb BYTES              decimal megabytes, rounded
 #
@@ -129,7 +133,8 @@ bench_husk_bin() {
 			(cd "$BENCH_REPO" && cargo build --release --quiet) >&2 || bench_die "cargo build --release failed"
 		fi
 		# .cargo/config.toml names the target, so the binary is under target/<triple>/
-		src=$(ls -t "$BENCH_REPO"/target/*/release/husk "$BENCH_REPO"/target/release/husk 2>/dev/null | head -n 1 || true)
+		# (ls fails when one of them is missing; pipefail must not end the script there)
+		src=$({ ls -t "$BENCH_REPO"/target/*/release/husk "$BENCH_REPO"/target/release/husk 2>/dev/null || true; } | head -n 1)
 	fi
 	[ -x "$src" ] || bench_die "no husk binary at $src (build it: cargo build --release)"
 	mkdir -p "$BENCH_TMP/bin"
@@ -163,7 +168,7 @@ bench_free_port() {
 
 bench_registry_start() {
 	bench_need docker-registry=docker-registry curl=curl
-	local dir=$BENCH_TMP/registry attempt port marker i
+	local dir=$BENCH_TMP/${1:-registry} attempt port marker i
 	mkdir -p "$dir"
 	for attempt in 1 2 3 4 5; do
 		port=$(bench_free_port)
@@ -210,8 +215,9 @@ bench_registry_start() {
 
 bench_registry_stop() {
 	if [ -n "${BENCH_REG_PID:-}" ]; then
-		kill "$BENCH_REG_PID" 2>/dev/null
-		wait "$BENCH_REG_PID" 2>/dev/null
+		# (wait returns the registry's 143: not a failure of the caller)
+		kill "$BENCH_REG_PID" 2>/dev/null || true
+		wait "$BENCH_REG_PID" 2>/dev/null || true
 		BENCH_REG_PID=
 	fi
 }
@@ -391,6 +397,54 @@ bench_min() { printf '%s\n' "$@" | sort -g | head -n 1; }
 bench_max() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 
 bench_fmt_s() { awk -v x="$1" 'BEGIN { if (x < 0.1) printf "%.3f", x; else printf "%.2f", x }'; }
+
+# bench_rotate WARMUP N TOOL...: WARMUP unmeasured then N measured iterations; in each,
+# the calling script's `run_one TOOL ITER MEASURED` for every tool, in ABBA order (the
+# order reversed every other iteration), so that drift and order effects hit all alike.
+bench_rotate() {
+	local warmup=$1 n=$2 i j measured
+	shift 2
+	local tools=("$@")
+	for ((i = 1 - warmup; i <= n; i++)); do
+		measured=$([ "$i" -ge 1 ] && echo 1 || echo 0)
+		if (((i + warmup) % 2)); then
+			for ((j = 0; j < ${#tools[@]}; j++)); do run_one "${tools[j]}" "$i" "$measured"; done
+		else
+			for ((j = ${#tools[@]} - 1; j >= 0; j--)); do run_one "${tools[j]}" "$i" "$measured"; done
+		fi
+	done
+}
+
+bench_stats() { # NAME TIMES...: one summary line of times in seconds
+	local name=$1
+	shift
+	if [ $# -eq 0 ]; then
+		printf '  %-8s FAILED\n' "$name"
+		return
+	fi
+	printf '  %-8s median %s s  min %s s  max %s s  (%s)\n' "$name" \
+		"$(bench_fmt_s "$(bench_median "$@")")" "$(bench_fmt_s "$(bench_min "$@")")" \
+		"$(bench_fmt_s "$(bench_max "$@")")" "$(for x in "$@"; do bench_fmt_s "$x"; printf ' '; done | sed 's/ $//')"
+}
+
+# bench_verdict WHAT GOAL: from the arrays HUSK_T and PODMAN_T (seconds) and the flags
+# HUSK_FAILED, PODMAN_FAILED and CHECK of the calling script, prints the line to quote,
+# "WHAT: husk X s, podman Y s, ratio R (goal <= GOAL)", and exits: 0, 1 when a tool
+# failed, 3 when CHECK=1 and husk/podman is above GOAL.
+bench_verdict() {
+	local what=$1 goal=$2 h=failed p=failed r=n/a hm= pm=
+	if [ ${#HUSK_T[@]} -gt 0 ]; then hm=$(bench_median "${HUSK_T[@]}"); h="$(bench_fmt_s "$hm") s"; fi
+	if [ ${#PODMAN_T[@]} -gt 0 ]; then pm=$(bench_median "${PODMAN_T[@]}"); p="$(bench_fmt_s "$pm") s"; fi
+	if [ -n "$hm" ] && [ -n "$pm" ]; then r=$(bench_ratio "$hm" "$pm"); fi
+	bench_load_warn
+	echo "$what: husk $h, podman $p, ratio $r (goal <= $goal)"
+	[ "$HUSK_FAILED" = 0 ] && [ "$PODMAN_FAILED" = 0 ] || exit 1
+	if [ "${CHECK:-0}" = 1 ] && ! awk -v h="$hm" -v p="$pm" -v g="$goal" 'BEGIN {exit !(h <= g * p)}'; then
+		bench_log "goal missed: ratio $r > $goal"
+		exit 3
+	fi
+	exit 0
+}
 
 bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 

@@ -111,47 +111,12 @@ run_one() {
 	bench_rm "$dir" "$run"
 }
 
-for ((i = 1 - WARMUP; i <= N; i++)); do
-	measured=$([ "$i" -ge 1 ] && echo 1 || echo 0)
-	# ABBA: husk first in odd iterations, last in even ones
-	if (((i + WARMUP) % 2)); then
-		run_one husk "$i" "$measured"
-		run_one podman "$i" "$measured"
-		run_one tar "$i" "$measured"
-	else
-		run_one tar "$i" "$measured"
-		run_one podman "$i" "$measured"
-		run_one husk "$i" "$measured"
-	fi
-done
+bench_rotate "$WARMUP" "$N" husk podman tar
 
-stats() { # NAME TIMES...
-	local name=$1
-	shift
-	if [ $# -eq 0 ]; then
-		printf '  %-8s FAILED\n' "$name"
-		return
-	fi
-	printf '  %-8s median %s s  min %s s  max %s s  (%s)\n' "$name" \
-		"$(bench_fmt_s "$(bench_median "$@")")" "$(bench_fmt_s "$(bench_min "$@")")" \
-		"$(bench_fmt_s "$(bench_max "$@")")" "$(for x in "$@"; do bench_fmt_s "$x"; printf ' '; done | sed 's/ $//')"
-}
 echo "husk $("$BENCH_HUSK" --version 2>/dev/null | awk '{print $NF}'), $(podman --version), store on $BENCH_FS, $N runs each (+$WARMUP warm-up), ABBA order"
-stats husk "${HUSK_T[@]}"
-stats podman "${PODMAN_T[@]}"
-[ "$FLOOR" = 0 ] || stats "tar -xzf" "${TAR_T[@]}"
+bench_stats husk "${HUSK_T[@]}"
+bench_stats podman "${PODMAN_T[@]}"
+[ "$FLOOR" = 0 ] || bench_stats "tar -xzf" "${TAR_T[@]}"
 [ "$FLOOR" = 0 ] || echo "  (tar -xzf: the same layer blob into an empty dir on the same file system; a reference, not a goal)"
 
-H=failed P=failed R=n/a
-[ ${#HUSK_T[@]} -gt 0 ] && { HM=$(bench_median "${HUSK_T[@]}"); H="$(bench_fmt_s "$HM") s"; }
-[ ${#PODMAN_T[@]} -gt 0 ] && { PM=$(bench_median "${PODMAN_T[@]}"); P="$(bench_fmt_s "$PM") s"; }
-[ -n "${HM:-}" ] && [ -n "${PM:-}" ] && R=$(bench_ratio "$HM" "$PM")
-bench_load_warn
-echo "pull debian ($MB MB gzip) cold [$BENCH_FS, $N runs]: husk $H, podman $P, ratio $R (goal <= $GOAL)"
-
-[ "$HUSK_FAILED" = 0 ] && [ "$PODMAN_FAILED" = 0 ] || exit 1
-if [ "$CHECK" = 1 ] && ! awk -v h="$HM" -v p="$PM" -v g="$GOAL" 'BEGIN {exit !(h <= g * p)}'; then
-	bench_log "goal missed: ratio $R > $GOAL"
-	exit 3
-fi
-exit 0
+bench_verdict "pull debian ($MB MB gzip) cold [$BENCH_FS, $N runs]" "$GOAL"

@@ -1,4 +1,6 @@
 //! husk: a daemonless, rootless container tool.
+pub mod archive;
+pub mod build;
 pub mod cgroup;
 pub mod cmd;
 pub mod container;

@@ -35,9 +35,17 @@ enum Command {
     Logs(cmd::logs::LogsArgs),
     Inspect(cmd::inspect::InspectArgs),
     Pull(cmd::pull::PullArgs),
+    Push(cmd::push::PushArgs),
     Images(cmd::images::ImagesArgs),
     Rmi(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    Commit(cmd::commit::CommitArgs),
+    Diff(cmd::diff::DiffArgs),
+    Export(cmd::export::ExportArgs),
+    Import(cmd::import::ImportArgs),
+    History(cmd::history::HistoryArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
@@ -72,9 +80,14 @@ enum ImageCmd {
     /// List images
     Ls(cmd::images::ImagesArgs),
     Pull(cmd::pull::PullArgs),
+    Push(cmd::push::PushArgs),
     /// Remove images
     Rm(cmd::rmi::RmiArgs),
     Tag(cmd::tag::TagArgs),
+    History(cmd::history::HistoryArgs),
+    Import(cmd::import::ImportArgs),
+    Save(cmd::save::SaveArgs),
+    Load(cmd::load::LoadArgs),
 }
 
 fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Result<i32> {
@@ -95,10 +108,18 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
         Command::Logs(a) => cmd::logs::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => cmd::pull::run(&ctx, a),
+        Command::Push(a) | Command::Image(ImageCmd::Push(a)) => cmd::push::run(&ctx, a),
         Command::Images(a) | Command::Image(ImageCmd::Ls(a)) => cmd::images::run(&ctx, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => cmd::rmi::run(&ctx, a),
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => cmd::tag::run(&ctx, a),
+        Command::Save(a) | Command::Image(ImageCmd::Save(a)) => cmd::save::run(&ctx, a),
+        Command::Load(a) | Command::Image(ImageCmd::Load(a)) => cmd::load::run(&ctx, a),
         Command::Image(ImageCmd::Inspect(a)) => cmd::image_inspect::run(&ctx, a),
+        Command::Commit(a) => cmd::commit::run(&ctx, a),
+        Command::Diff(a) => cmd::diff::run(&ctx, a),
+        Command::Export(a) => cmd::export::run(&ctx, a),
+        Command::Import(a) | Command::Image(ImageCmd::Import(a)) => cmd::import::run(&ctx, a),
+        Command::History(a) | Command::Image(ImageCmd::History(a)) => cmd::history::run(&ctx, a),
         Command::System(c) => cmd::system::run(&ctx, c),
         Command::Volume(c) => cmd::volume::run(&ctx, c),
         Command::Network(c) => cmd::network::run(&ctx, c),

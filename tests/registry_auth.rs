@@ -21,6 +21,7 @@ mod common;
 
 use base64::Engine as _;
 use common::fake_registry::{hex_part, host_arch, sha256, Image, Layer, Request, Resp, Routes, Server};
+use common::tls::{Tls, TlsFront};
 use common::{Husk, Output, TestUser};
 use serde_json::{json, Value};
 use std::fs;
@@ -601,110 +602,11 @@ fn challenge_from_the_blob_store_gets_no_registry_credentials() {
 // 127.0.0.1, from a CA made here and given to husk as SSL_CERT_FILE) and plain http on
 // one port, handing each to its own recording fake server.
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 const REMOTE: &str = "registry.husk-test.invalid";
-
-/// A CA and a server certificate for REMOTE and 127.0.0.1 (made with the openssl CLI).
-struct Tls {
-    dir: common::TempDir,
-}
-
-impl Tls {
-    fn new() -> Tls {
-        let dir = common::TempDir::new("tls");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let key = |out: &str| run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out]);
-        key("ca.key");
-        run(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=husk test CA",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        key("server.key");
-        run(&["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", &format!("/CN={REMOTE}")]);
-        fs::write(
-            dir.path().join("ext.cnf"),
-            format!(
-                "subjectAltName=DNS:{REMOTE},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-            ),
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        fs::set_permissions(dir.path().join("ca.pem"), fs::Permissions::from_mode(0o644)).unwrap();
-        Tls { dir }
-    }
-    fn ca(&self) -> String {
-        self.dir.path().join("ca.pem").display().to_string()
-    }
-}
-
-/// tests/fixtures/tls-front.py on 127.0.0.1:port: https to `tls_backend`, http to
-/// `plain_backend`. Killed on drop.
-struct TlsFront {
-    port: u16,
-    child: Child,
-}
-
-impl TlsFront {
-    fn start(tls: &Tls, plain_backend: u16, tls_backend: u16) -> TlsFront {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls-front.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg(tls.dir.path().join("server.pem"))
-            .arg(tls.dir.path().join("server.key"))
-            .args([plain_backend.to_string(), tls_backend.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tls-front.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("tls-front.py printed {line:?}"));
-        TlsFront { port, child }
-    }
-}
-
-impl Drop for TlsFront {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An HTTP proxy on 127.0.0.1 that sends everything to 127.0.0.1:`to` (a TlsFront):
 /// CONNECT tunnels as they are, plain requests rewritten to origin form. It records the
@@ -827,7 +729,7 @@ struct Remote {
 
 impl Remote {
     fn serving(repo: &str, tag: &str, img: &Image) -> Remote {
-        let tls = Tls::new();
+        let tls = Tls::new(REMOTE);
         let secure = serving(Routes::with(repo, tag, img));
         let plain = serving(Routes::with(repo, tag, img));
         let front = TlsFront::start(&tls, plain.port, secure.port);
@@ -1049,7 +951,7 @@ fn redirect_to_another_host_on_the_same_port_gets_no_credentials() {
 
 #[test]
 fn redirect_from_http_to_https_on_the_same_host_and_port_gets_no_credentials() {
-    let tls = Tls::new();
+    let tls = Tls::new(REMOTE);
     let img = Image::simple();
     let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
     let storage = Server::start(move |req| blob_store(req, &layers));
@@ -1084,7 +986,7 @@ fn redirect_from_http_to_https_on_the_same_host_and_port_gets_no_credentials() {
 
 #[test]
 fn redirect_from_https_to_http_on_the_same_host_and_port_gets_no_credentials() {
-    let tls = Tls::new();
+    let tls = Tls::new(REMOTE);
     let img = Image::simple();
     let layers: Vec<(String, Vec<u8>)> = img.layers.iter().map(|l| (l.digest(), l.blob.clone())).collect();
     let plain_side = Server::start(move |req| blob_store(req, &layers));

@@ -1,14 +1,20 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
 pub mod attach;
+pub mod commit;
 pub mod cp;
 pub mod create;
+pub mod diff;
 pub mod exec;
+pub mod export;
+pub mod history;
 pub mod image_inspect;
 pub mod images;
+pub mod import;
 pub mod info;
 pub mod inspect;
 pub mod kill;
+pub mod load;
 pub mod login;
 pub mod logs;
 pub mod man;
@@ -17,9 +23,11 @@ pub mod pause;
 pub mod port;
 pub mod ps;
 pub mod pull;
+pub mod push;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod save;
 pub mod start;
 pub mod stats;
 pub mod stop;

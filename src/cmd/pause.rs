@@ -46,7 +46,7 @@ pub fn unpause(ctx: &Ctx, args: UnpauseArgs) -> Result<i32> {
     super::each(&args.containers, |name| set_paused(&store, name, false))
 }
 
-fn set_paused(store: &Store, name: &str, pause: bool) -> Result<()> {
+pub(crate) fn set_paused(store: &Store, name: &str, pause: bool) -> Result<()> {
     let mut c = Container::find(store, name)?;
     let _l = c.lock()?;
     c.reload()?;

@@ -13,6 +13,7 @@ pub mod netdef;
 pub mod network;
 pub mod process;
 pub mod security;
+pub mod snapshot;
 pub mod spec;
 pub mod user;
 pub mod usernet;

@@ -29,8 +29,9 @@ impl Progress {
         }
     }
 
-    /// A progress handle for one transfer of `size` bytes.
-    pub fn transfer(&self, label: &str, size: u64) -> Transfer {
+    /// A progress handle for one transfer of `size` bytes; `action` ("downloading")
+    /// starts its plain line.
+    pub fn transfer(&self, label: &str, size: u64, action: &str) -> Transfer {
         let bar = match self {
             Progress::Bars(mp) => {
                 let bar = mp.add(ProgressBar::new(size));
@@ -44,12 +45,13 @@ impl Progress {
             _ => None,
         };
         if matches!(self, Progress::Plain) {
-            eprintln!("{}: downloading ({})", label, crate::util::human_size(size));
+            eprintln!("{}: {} ({})", label, action, crate::util::human_size(size));
         }
         Transfer { bar, plain: matches!(self, Progress::Plain), label: label.to_string() }
     }
 }
 
+#[derive(Clone)]
 pub struct Transfer {
     bar: Option<ProgressBar>,
     plain: bool,
@@ -60,6 +62,13 @@ impl Transfer {
     pub fn advance(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);
+        }
+    }
+
+    /// Sets how far the transfer is (a request sent again starts over).
+    pub fn set_position(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(n);
         }
     }
 

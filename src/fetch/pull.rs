@@ -1,6 +1,7 @@
 //! Pulling an image: resolve the manifest for this platform, fetch the config, then
 //! fetch and extract the missing layers several at a time, and name the image last.
 use super::manifest::{self, choose_platform, Parsed, PlatformSpec};
+use super::parallel;
 use super::progress::{Progress, ProgressReader};
 use super::reference::{is_valid_digest, Reference};
 use super::registry::{read_limited, RegistryClient, MAX_DOCUMENT};
@@ -12,7 +13,6 @@ use crate::layers::store::{chain_ids, sha256_digest, LayerInfo, Store, TmpArea};
 use crate::ns::idmap::IdMapping;
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageManifest};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 const PARALLEL_LAYERS: usize = 3;
@@ -112,6 +112,10 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
         manifest_digest.parse::<oci_spec::image::Digest>()?,
     );
     tag_manifest(store, desc, &name)?;
+    let mut blobs: Vec<String> = manifest.layers().iter().map(|l| l.digest().to_string()).collect();
+    blobs.push(config_digest.clone());
+    // Where the blobs came from, for a later push to mount them: a hint only.
+    let _ = crate::layers::sources::record(store, &blobs, &reference.name());
     progress.message(&format!("Digest: {}", manifest_digest));
     Ok(Pulled { manifest_digest, config_digest })
 }
@@ -134,34 +138,12 @@ fn run_jobs(
     xopts: &ExtractOptions,
     committed: &Mutex<Vec<LayerInfo>>,
 ) -> Result<()> {
-    let next = Mutex::new(jobs.iter());
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
-            s.spawn(|| loop {
-                if failed.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(job) = next.lock().unwrap().next() else {
-                    return;
-                };
-                match fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts) {
-                    Ok(Some(info)) => committed.lock().unwrap().push(info),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                }
-            });
+    parallel::each(jobs, PARALLEL_LAYERS, |_, job| {
+        if let Some(info) = fetch_layer(store, tmp, client, progress, job, diff_ids, chains, xopts)? {
+            committed.lock().unwrap().push(info);
         }
-    });
-    match first_error.into_inner().unwrap() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+        Ok(())
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -190,7 +172,7 @@ fn fetch_layer(
         chain_id: chain,
         parent: job.index.checked_sub(1).map(|p| chains[p].as_str()),
     };
-    let transfer = progress.transfer(&format!("Layer {}", short(&digest)), job.layer.size());
+    let transfer = progress.transfer(&format!("Layer {}", short(&digest)), job.layer.size(), "downloading");
     let info = if store.has_blob(&digest) {
         let file = std::fs::File::open(store.blob_path(&digest)?)?;
         let mut info = ingest_layer(store, tmp, file, &target, false, xopts)?;

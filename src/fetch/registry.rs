@@ -6,9 +6,9 @@ use super::auth::{self, parse_challenge, Credentials};
 use super::config::is_insecure;
 use super::reference::{is_valid_digest, Reference};
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{StatusCode, Url};
+use reqwest::blocking::{Body, Client, Response};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
 use std::io::Read;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,8 +30,28 @@ pub struct RegistryClient {
     registry: String,
     repository: String,
     creds: Option<Credentials>,
+    /// Access asked for in every token request besides what a challenge names
+    /// (`repository:NAME:ACTIONS`), so that one token serves a whole push.
+    scopes: Vec<String>,
     authorization: Mutex<Option<String>>,
 }
+
+/// How to speak TLS to the registry (`--tls-verify`). `Default`: plain HTTP for loopback
+/// and insecure-listed registries, verified HTTPS otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    #[default]
+    Default,
+    /// HTTPS with the certificate verified, even for loopback or listed registries.
+    Verify,
+    /// HTTPS without verifying the certificate, falling back to plain HTTP when the
+    /// registry does not speak TLS (as podman's `--tls-verify=false`).
+    NoVerify,
+}
+
+/// A request body that can be made again from the start: answering an auth challenge
+/// or following a redirect sends the request a second time.
+pub type BodyFn<'a> = &'a dyn Fn() -> Result<Body>;
 
 /// A fetched manifest or index, with its media type and digest.
 pub struct Document {
@@ -46,11 +66,22 @@ impl RegistryClient {
     }
 
     pub fn with_credentials(registry: &str, repository: &str, creds: Option<Credentials>) -> Result<RegistryClient> {
+        Self::with_options(registry, repository, creds, Tls::Default, Vec::new())
+    }
+
+    pub fn with_options(
+        registry: &str,
+        repository: &str,
+        creds: Option<Credentials>,
+        tls: Tls,
+        scopes: Vec<String>,
+    ) -> Result<RegistryClient> {
         let host = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
-        let scheme = if is_insecure(registry) { "http" } else { "https" };
+        let scheme = if tls == Tls::Default && is_insecure(registry) { "http" } else { "https" };
         let base = Url::parse(&format!("{}://{}", scheme, host))
             .with_context(|| format!("invalid registry address {:?}", registry))?;
         let http = Client::builder()
+            .danger_accept_invalid_certs(tls == Tls::NoVerify)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(std::sync::Arc::new(super::resolve::GetentResolver::default()))
             .connect_timeout(Duration::from_secs(20))
@@ -58,17 +89,35 @@ impl RegistryClient {
             .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("creating the HTTP client")?;
-        Ok(RegistryClient {
+        let mut client = RegistryClient {
             http,
             base,
             registry: registry.to_string(),
             repository: repository.to_string(),
             creds,
+            scopes,
             authorization: Mutex::new(None),
-        })
+        };
+        // Only a failure to connect over TLS means plain http: any answer, even a 401, is
+        // the registry speaking https.
+        if tls == Tls::NoVerify
+            && client.send_following(Method::GET, client.url("/v2/")?, &HeaderMap::new(), None).is_err()
+        {
+            client.base.set_scheme("http").map_err(|_| anyhow!("invalid registry address {:?}", registry))?;
+        }
+        Ok(client)
     }
 
-    fn url(&self, path: &str) -> Result<Url> {
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// A URL on the registry: `path` is absolute (`/v2/...`).
+    pub fn url(&self, path: &str) -> Result<Url> {
         Ok(self.base.join(path)?)
     }
 
@@ -131,25 +180,47 @@ impl RegistryClient {
     /// Sends a request, answering one auth challenge and following redirects. Only a
     /// challenge from the registry's own origin is answered: a 401 from a blob store
     /// elsewhere must not learn the registry's credentials.
-    fn send(&self, method: reqwest::Method, url: Url, accept: Option<&str>) -> Result<Response> {
-        let (mut resp, final_url) = self.send_following(method.clone(), url.clone(), accept)?;
+    fn send(&self, method: Method, url: Url, accept: Option<&str>) -> Result<Response> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(ACCEPT, HeaderValue::from_str(a)?);
+        }
+        Ok(self.request(method, url, &headers, None)?.0)
+    }
+
+    /// `send` with headers and a body; also returns the URL that answered (after
+    /// redirects), against which a relative `Location` in the answer is resolved.
+    pub fn request(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &HeaderMap,
+        body: Option<BodyFn>,
+    ) -> Result<(Response, Url)> {
+        let (resp, final_url) = self.send_following(method.clone(), url.clone(), headers, body)?;
         if resp.status() == StatusCode::UNAUTHORIZED && self.same_origin(&final_url) {
             let challenge =
                 resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
             if let Some(ch) = challenge {
                 let header = self.answer_challenge(&ch)?;
                 *self.authorization.lock().unwrap() = Some(header);
-                resp = self.send_following(method, url, accept)?.0;
+                return self.send_following(method, url, headers, body);
             }
         }
-        Ok(resp)
+        Ok((resp, final_url))
     }
 
-    fn send_following(&self, method: reqwest::Method, mut url: Url, accept: Option<&str>) -> Result<(Response, Url)> {
+    fn send_following(
+        &self,
+        method: Method,
+        mut url: Url,
+        headers: &HeaderMap,
+        body: Option<BodyFn>,
+    ) -> Result<(Response, Url)> {
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.request(method.clone(), url.clone());
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
+            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            if let Some(make) = body {
+                req = req.body(make()?);
             }
             if self.same_origin(&url) {
                 if let Some(h) = self.authorization.lock().unwrap().clone() {
@@ -160,12 +231,8 @@ impl RegistryClient {
             if !resp.status().is_redirection() {
                 return Ok((resp, url));
             }
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| anyhow!("registry {} sent a redirect without a location", self.registry))?;
-            url = url.join(location).with_context(|| format!("registry {} sent a bad redirect", self.registry))?;
+            url = resolve_location(&resp, &url)
+                .with_context(|| format!("registry {} sent a bad redirect", self.registry))?;
             if url.scheme() != "https" && url.scheme() != "http" {
                 bail!("registry {} redirected to an unsupported scheme {}", self.registry, url.scheme());
             }
@@ -196,11 +263,13 @@ impl RegistryClient {
             if let Some(s) = ch.param("service") {
                 q.append_pair("service", s);
             }
-            let scope = ch
-                .param("scope")
-                .map(str::to_string)
-                .or_else(|| (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository)));
-            if let Some(scope) = scope {
+            let mut scopes: Vec<&str> = ch.param("scope").unwrap_or("").split_whitespace().collect();
+            let own = format!("repository:{}:pull", self.repository);
+            if scopes.is_empty() && !self.repository.is_empty() {
+                scopes.push(&own);
+            }
+            scopes.extend(self.scopes.iter().map(String::as_str));
+            for scope in merge_scopes(&scopes) {
                 q.append_pair("scope", &scope);
             }
         }
@@ -248,7 +317,7 @@ impl RegistryClient {
         anyhow!("cannot reach registry {}: {}", self.registry, cause)
     }
 
-    fn status_error(&self, resp: Response, what: &str) -> anyhow::Error {
+    pub fn status_error(&self, resp: Response, what: &str) -> anyhow::Error {
         let status = resp.status();
         let body = read_limited(resp, 64 << 10, "error").unwrap_or_default();
         let detail = serde_json::from_slice::<serde_json::Value>(&body)
@@ -285,6 +354,39 @@ impl RegistryClient {
     }
 }
 
+/// The absolute URL a response's `Location` names: an absolute URL, an absolute path or
+/// a relative one, resolved against the URL that answered; its query is kept as sent.
+pub fn resolve_location(resp: &Response, answered: &Url) -> Result<Url> {
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("answer {} without a Location", resp.status().as_u16()))?;
+    answered.join(location).with_context(|| format!("bad Location {:?}", location))
+}
+
+/// Scopes (`type:name:actions`) with the actions on one resource merged, in order:
+/// `repository:a:pull` and `repository:a:pull,push` become `repository:a:pull,push`.
+fn merge_scopes(scopes: &[&str]) -> Vec<String> {
+    let mut merged: Vec<(String, Vec<String>)> = Vec::new();
+    for scope in scopes {
+        let Some((resource, actions)) = scope.rsplit_once(':') else {
+            merged.push((scope.to_string(), Vec::new()));
+            continue;
+        };
+        let i = merged.iter().position(|(r, _)| r == resource).unwrap_or_else(|| {
+            merged.push((resource.to_string(), Vec::new()));
+            merged.len() - 1
+        });
+        for a in actions.split(',').filter(|a| !a.is_empty()) {
+            if !merged[i].1.iter().any(|x| x == a) {
+                merged[i].1.push(a.to_string());
+            }
+        }
+    }
+    merged.into_iter().map(|(r, a)| if a.is_empty() { r } else { format!("{}:{}", r, a.join(",")) }).collect()
+}
+
 /// Reads a body, refusing more than `limit` bytes whatever Content-Length says.
 pub fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
@@ -298,4 +400,17 @@ pub fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
         bail!("{}: larger than {} bytes, refused", what, limit);
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn scopes_on_one_repository_merge() {
+        assert_eq!(
+            merge_scopes(&["repository:a:pull", "repository:a:pull,push", "repository:b/c:pull", "registry:catalog:*"]),
+            vec!["repository:a:pull,push", "repository:b/c:pull", "registry:catalog:*"]
+        );
+        assert_eq!(merge_scopes(&["repository:a:pull"]), vec!["repository:a:pull"]);
+    }
 }

@@ -71,3 +71,12 @@ pub fn remove_unreferenced(store: &Store, tmp: &TmpArea, layers: &[LayerInfo]) -
     }
     Ok(())
 }
+
+/// Removes the given blobs if no image uses them. Call with `store.lock_gc()` held.
+pub fn remove_unreferenced_blobs(store: &Store, blobs: &[String]) -> Result<()> {
+    let used = in_use(store)?;
+    for digest in blobs.iter().filter(|d| !used.blobs.contains(*d)) {
+        store.remove_blob(digest)?;
+    }
+    Ok(())
+}

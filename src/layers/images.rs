@@ -149,6 +149,27 @@ pub fn tag_manifest(store: &Store, desc: Descriptor, name: &str) -> Result<()> {
     })
 }
 
+/// Records a manifest under `name` (as `tag_manifest`), or without a name when no
+/// entry has it yet.
+pub fn record_manifest(store: &Store, desc: Descriptor, name: Option<&str>) -> Result<()> {
+    match name {
+        Some(n) => tag_manifest(store, desc, n),
+        None => add_unnamed(store, desc),
+    }
+}
+
+/// Records an image without a name (a dangling one) unless the index has it already.
+pub fn add_unnamed(store: &Store, mut desc: Descriptor) -> Result<()> {
+    let digest = desc.digest().to_string();
+    desc.set_annotations(None);
+    store.update_index(|entries| {
+        if !entries.iter().any(|d| d.digest().to_string() == digest) {
+            entries.push(desc);
+        }
+        Ok(())
+    })
+}
+
 /// Removes one name; true when it existed.
 pub fn untag(store: &Store, name: &str) -> Result<bool> {
     store.update_index(|entries| {

@@ -119,7 +119,7 @@ pub fn ingest_layer(
 }
 
 const PIPE_CHUNKS: usize = 8;
-const CHUNK: usize = 256 << 10;
+pub(crate) const CHUNK: usize = 256 << 10;
 
 /// Stage 1: read the blob, hash and keep it, pass it on. Always reads to the end (even
 /// when later stages stopped), so the digest check can tell a corrupt download from a
@@ -207,27 +207,27 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 type Chunk = std::io::Result<Vec<u8>>;
 
 /// A bounded pipe of byte chunks between two threads; buffers travel back for reuse.
-fn pipe() -> (PipeWriter, PipeReader) {
+pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
     let (tx, rx) = mpsc::sync_channel(PIPE_CHUNKS);
     let (back_tx, back_rx) = mpsc::channel();
     (PipeWriter { tx, recycled: back_rx }, PipeReader { rx, back: back_tx, chunk: Vec::new(), pos: 0 })
 }
 
-struct PipeWriter {
+pub(crate) struct PipeWriter {
     tx: mpsc::SyncSender<Chunk>,
     recycled: mpsc::Receiver<Vec<u8>>,
 }
 
 impl PipeWriter {
     /// A CHUNK-sized buffer, reused when the reader has given one back.
-    fn buffer(&self) -> Vec<u8> {
+    pub(crate) fn buffer(&self) -> Vec<u8> {
         let mut buf = self.recycled.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
         buf
     }
 
     /// False when the reader has gone.
-    fn send(&self, buf: Vec<u8>) -> bool {
+    pub(crate) fn send(&self, buf: Vec<u8>) -> bool {
         self.tx.send(Ok(buf)).is_ok()
     }
 
@@ -236,7 +236,7 @@ impl PipeWriter {
     }
 }
 
-struct PipeReader {
+pub(crate) struct PipeReader {
     rx: mpsc::Receiver<Chunk>,
     back: mpsc::Sender<Vec<u8>>,
     chunk: Vec<u8>,

@@ -217,6 +217,7 @@ impl Store {
     }
 
     pub fn remove_blob(&self, digest: &str) -> Result<()> {
+        super::sources::forget(self, digest);
         match fs::remove_file(self.blob_path(digest)?) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing blob"),
             _ => Ok(()),
@@ -260,6 +261,9 @@ impl Store {
         let tmp = self.root.join("tmp");
         let mut cleaned =
             self.clean_stray_temp_files(&self.root)? + self.clean_stray_temp_files(&self.root.join("blobs/sha256"))?;
+        if self.root.join("sources").is_dir() {
+            cleaned += self.clean_stray_temp_files(&self.root.join("sources"))?;
+        }
         for e in fs::read_dir(&tmp)? {
             let path = e?.path();
             let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);

@@ -3,6 +3,7 @@ pub mod bridge;
 pub mod caps;
 pub mod channel;
 pub mod exec;
+pub mod forked;
 pub mod holder;
 pub mod idmap;
 pub mod join;

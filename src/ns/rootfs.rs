@@ -221,6 +221,9 @@ fn mount_copy(plan: &RootfsPlan) -> Result<()> {
     // with an overlay; it is bound onto the target like any other rootfs.
     if std::fs::read_dir(&plan.upper)?.next().is_none() {
         crate::layers::merge::merge_into(&plan.lowerdirs, &plan.upper)?;
+        // When the copy was made: what changed since is the container's (`layers::diff`).
+        let base = plan.upper.parent().context("the upper dir has no parent")?;
+        std::fs::write(base.join(crate::container::snapshot::COPY_MARKER), b"").context("marking the private copy")?;
     }
     bind(&plan.upper, &plan.target, false, false)
 }

@@ -2,7 +2,8 @@
 //! test process, and the images it serves.
 //!
 //! * `Server` answers every request with a handler closure `Fn(&Request) -> Resp`, and
-//!   records each `Request` (method, path and query, headers) before answering it.
+//!   records each `Request` (method, path and query, headers) before answering it (after
+//!   reading its body, which is not kept).
 //! * `FakeRegistry` is a `Server` answering from a table of canned responses (`Routes`)
 //!   that the test may change at any time.
 //! * `Resp` is a response; besides status, headers and body it can leave out the
@@ -295,6 +296,17 @@ fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let req = Request { method, target, headers };
+    // A body (an upload) is read before the answer, as a registry does: a client may
+    // give up sending once it sees an answer.
+    let body_len: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |p| p + 4);
+    let mut left = body_len.saturating_sub(head.len() - end);
+    while left > 0 {
+        match s.read(&mut buf[..left.min(4096)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left -= n,
+        }
+    }
     log.lock().unwrap().push(req.clone());
     let resp = handler(&req);
 

@@ -9,12 +9,14 @@
 //! * `umoci_unpack()` / `compare_trees()` reference extraction and tree comparison.
 //! * `fake_registry`     fake HTTP/1.1 registries in the test process and the images they serve.
 //! * `pty::Terminal`     a real pseudo-terminal to drive `-t` sessions through.
+//! * `tls::Tls`, `tls::TlsFront` a test CA, and https + http on one port (tls-front.py).
 //!
 //! Everything panics with a clear message instead of skipping.
 #![allow(dead_code)]
 
 pub mod fake_registry;
 pub mod pty;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -209,6 +211,10 @@ const PREREQS: &[(&str, &str)] = &[
     ("passt", "/usr/bin/pasta"),
     ("slirp4netns", "/usr/bin/slirp4netns"),
     ("iproute2", "/sbin/ip"),
+    ("fuse-overlayfs", "/usr/bin/fuse-overlayfs"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("apache2-utils", "/usr/bin/htpasswd"),
 ];
 
 fn dpkg_installed(pkg: &str) -> Option<bool> {
@@ -335,6 +341,19 @@ pub const FIXTURE_PUSHES: &[(&str, &str)] = &[
 // registry
 // ---------------------------------------------------------------------------
 
+/// How `Registry::start_with` configures a registry.
+#[derive(Default)]
+pub struct RegistryOptions {
+    /// One line per request in `Registry::log()`.
+    pub access_log: bool,
+    /// `Location` headers as absolute paths instead of absolute URLs.
+    pub relative_urls: bool,
+    /// The `auth:` section's content, indented by two spaces (htpasswd or token).
+    pub auth: Option<String>,
+    /// https only, with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// A `docker-registry serve` (CNCF distribution 2.8) on 127.0.0.1, plain HTTP,
 /// storage in a temp dir. Killed, reaped and deleted on drop.
 pub struct Registry {
@@ -354,6 +373,11 @@ fn http_get(port: u16, path: &str) -> io::Result<String> {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with(&RegistryOptions::default())
+    }
+
+    /// A registry configured by `opts` (access log, relative Locations, authentication).
+    pub fn start_with(opts: &RegistryOptions) -> Registry {
         ensure_prereqs();
         let dir = TempDir::new("registry");
         let mut last_err = String::new();
@@ -369,12 +393,20 @@ impl Registry {
                 &config,
                 format!(
                     "version: 0.1\n\
-                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     log:\n  level: warn\n  accesslog:\n    disabled: {no_access_log}\n\
                      storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
                      maintenance:\n    uploadpurging:\n      enabled: false\n\
-                     http:\n  addr: 127.0.0.1:{port}\n  secret: husk-test-secret\n  \
-                     headers:\n    X-Husk-Test: [\"{marker}\"]\n",
-                    data = dir.path().join("data").display()
+                     http:\n  addr: 127.0.0.1:{port}\n  secret: husk-test-secret\n  relativeurls: {relative}\n  \
+                     headers:\n    X-Husk-Test: [\"{marker}\"]\n{tls}{auth}",
+                    data = dir.path().join("data").display(),
+                    no_access_log = !opts.access_log,
+                    relative = opts.relative_urls,
+                    auth = opts.auth.as_deref().map(|a| format!("auth:\n{a}")).unwrap_or_default(),
+                    tls = opts
+                        .tls
+                        .as_ref()
+                        .map(|(c, k)| format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display()))
+                        .unwrap_or_default(),
                 ),
             )
             .unwrap();
@@ -392,8 +424,15 @@ impl Registry {
                     break;
                 }
                 if let Ok(resp) = http_get(port, "/v2/") {
-                    let status_ok = resp.lines().next().is_some_and(|l| l.split(' ').nth(1) == Some("200"));
-                    if status_ok && resp.contains(&marker) {
+                    // 401: the registry wants credentials (`opts.auth`)
+                    let status_ok =
+                        resp.lines().next().is_some_and(|l| matches!(l.split(' ').nth(1), Some("200") | Some("401")));
+                    // With TLS the marker cannot be read over plain http; Go's answer to
+                    // plain http, from a child that is still running, has to do.
+                    let tls_ok = opts.tls.is_some()
+                        && resp.contains("Client sent an HTTP request to an HTTPS server")
+                        && child.try_wait().unwrap().is_none();
+                    if (status_ok && resp.contains(&marker)) || tls_ok {
                         return Registry { port, child: Mutex::new(Some(child)), dir: Mutex::new(Some(dir)) };
                     }
                 }
@@ -410,6 +449,12 @@ impl Registry {
             }
         }
         panic!("cannot start a registry: {last_err}");
+    }
+
+    /// What the registry wrote (its access log too, with `RegistryOptions::access_log`).
+    pub fn log(&self) -> String {
+        let dir = self.storage_dir().expect("registry stopped");
+        fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
     }
 
     /// "127.0.0.1:PORT"
