@@ -22,6 +22,7 @@ enum Command {
     /// Create a container without starting it (same options as run)
     #[command(disable_help_flag = true)]
     Create(cmd::run::RunArgs),
+    Build(cmd::build::BuildArgs),
     Start(cmd::start::StartArgs),
     Attach(cmd::attach::AttachArgs),
     Cp(cmd::cp::CpArgs),
@@ -95,6 +96,7 @@ fn dispatch(cli: Cli, early_userns: Option<PendingUserNamespace>) -> anyhow::Res
     match cli.command {
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Create(a) => cmd::create::run(&ctx, a),
+        Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Start(a) => cmd::start::run(&ctx, a),
         Command::Attach(a) => cmd::attach::run(&ctx, a),
         Command::Cp(a) => cmd::cp::run(&ctx, a),

@@ -52,11 +52,15 @@
 //! ignores them on ARG and STOPSIGNAL); `${VAR/pat/repl}` takes the
 //! replacement literally.
 
+pub mod cache;
+pub mod copy;
 pub mod dockerignore;
+pub mod exec;
 pub mod expand;
 pub mod instruction;
 pub mod lex;
 pub mod parser;
+pub mod run_step;
 
 pub use instruction::*;
 

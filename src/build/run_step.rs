@@ -3,11 +3,12 @@
 //! whose writable layer then becomes the step's layer (`layers::diff`). The container
 //! is removed afterwards whatever happened; the build context is not mounted in it.
 use crate::container::network::NetworkMode;
+use crate::container::snapshot::writable_layer;
 use crate::container::spec::{build as build_spec, set_env, SpecInput};
 use crate::container::user::{read_image_file, resolve as resolve_user};
 use crate::container::{launch, Container, NewContainer, Settings};
 use crate::fetch::pull::extract_options;
-use crate::layers::diff::{Diff, Format, WritableLayer};
+use crate::layers::diff::Diff;
 use crate::layers::newlayer::{store_tar_layer, NewLayer};
 use crate::layers::store::{Store, TmpArea};
 use crate::ns::idmap::IdMapping;
@@ -143,7 +144,6 @@ fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, hel
         },
     )?;
     let _remove = RemoveOnDrop { store, id: container.state.id.clone() };
-    let upper = container.dir.join("upper");
     let output = input.quiet.then(|| tmp.path(&format!("output-{}", crate::util::unique_suffix())));
     // In a child: a process may enter only one new pid namespace for its children, and a
     // build runs many steps.
@@ -164,8 +164,9 @@ fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, hel
         }
         return Ok(Outcome::Failed(code));
     }
-    let diff = Diff::scan(&WritableLayer { upper, lowers_top_first: top_first, format: Format::Overlay })
-        .context("reading what the step changed")?;
+    // The writable layer as the rootfs mode left it (overlay upper dir, or a copy).
+    let c = Container::load(store, &id)?;
+    let diff = Diff::scan(&writable_layer(store, &c)?).context("reading what the step changed")?;
     if diff.is_empty() {
         return Ok(Outcome::Layer(None));
     }

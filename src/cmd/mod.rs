@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself beyond its clap Args and
 //! calls into the library.
 pub mod attach;
+pub mod build;
 pub mod commit;
 pub mod cp;
 pub mod create;

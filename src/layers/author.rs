@@ -40,6 +40,7 @@ pub struct ImageDraft {
 pub struct WrittenImage {
     pub config_digest: String,
     pub manifest_digest: String,
+    pub manifest_size: u64,
 }
 
 impl ImageDraft {
@@ -165,9 +166,31 @@ impl ImageDraft {
         history.as_array_mut().expect("an array").push(Value::Object(entry));
     }
 
+    /// Whether a CMD was set since the draft began (a build's cache keeps it per step).
+    pub fn cmd_set(&self) -> bool {
+        self.cmd_set
+    }
+
+    pub fn set_cmd_set(&mut self, set: bool) {
+        self.cmd_set = set;
+    }
+
     /// Stores the config and the manifest and records the image under `name` (a
     /// normalized reference; none: an unnamed image). The layers must be in the store.
     pub fn write(mut self, store: &Store, name: Option<&str>) -> Result<WrittenImage> {
+        let written = self.write_blobs(store)?;
+        let desc = Descriptor::new(
+            MediaType::ImageManifest,
+            written.manifest_size,
+            written.manifest_digest.parse::<oci_spec::image::Digest>()?,
+        );
+        record_manifest(store, desc, name)?;
+        Ok(written)
+    }
+
+    /// Stores the config (created now) and the manifest without recording the image in
+    /// `index.json` (a build's intermediate images).
+    pub fn write_blobs(&mut self, store: &Store) -> Result<WrittenImage> {
         self.doc.insert("created".into(), Value::String(rfc3339(SystemTime::now())));
         let config = serde_json::to_vec(&self.doc)?;
         let config_digest = sha256_digest(&config);
@@ -180,13 +203,7 @@ impl ImageDraft {
         let manifest_digest = sha256_digest(&manifest);
         store.write_blob(&config_digest, &config)?;
         store.write_blob(&manifest_digest, &manifest)?;
-        let desc = Descriptor::new(
-            MediaType::ImageManifest,
-            manifest.len() as u64,
-            manifest_digest.parse::<oci_spec::image::Digest>()?,
-        );
-        record_manifest(store, desc, name)?;
-        Ok(WrittenImage { config_digest, manifest_digest })
+        Ok(WrittenImage { config_digest, manifest_digest, manifest_size: manifest.len() as u64 })
     }
 }
 
