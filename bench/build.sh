@@ -23,37 +23,11 @@
 set -euo pipefail
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
-N=5
-WARMUP=1
-TMPFS=
-CHECK=0
 COLD_GOAL=0.5
 WARM_GOAL=0.1
-usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-	case $1 in
-	-n) N=${2:?-n needs a number}; shift 2 ;;
-	-n*) N=${1#-n}; shift ;;
-	--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
-	--tmpfs) TMPFS=--tmpfs; shift ;;
-	--check) CHECK=1; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) usage >&2; exit 2 ;;
-	esac
-done
-[[ $N =~ ^[1-9][0-9]*$ ]] || bench_die "-n wants a positive integer, got '$N'"
-[[ $WARMUP =~ ^[0-9]+$ ]] || bench_die "--warmup wants a number, got '$WARMUP'"
-
-bench_init build
-bench_need docker-registry skopeo podman runc newuidmap=uidmap newgidmap=uidmap curl
-bench_husk_bin
-bench_fixtures
-bench_user_setup
-bench_registry_start
-bench_push debian debian:bookworm
-bench_podman_config
-bench_stores_setup $TMPFS
-bench_runroot_setup
+bench_parse_opts "$@"
+[ ${#BENCH_ARGS[@]} = 0 ] || { bench_usage >&2; exit 2; }
+bench_setup_with_podman build debian debian:bookworm $TMPFS
 IMAGE=$BENCH_REG/debian:bookworm
 bench_load_warn
 

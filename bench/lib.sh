@@ -23,6 +23,8 @@
 #   bench_podman_stop_pause     kill the rootless podman pause process of that HOME
 #   bench_stores_setup [--tmpfs] dir for per-iteration stores -> $BENCH_STORES, $BENCH_FS
 #   bench_runroot_setup         short tmpfs dir for podman --runroot dirs -> $BENCH_RUN
+#   bench_setup_with_podman NAME LAYOUT_TAG REPO:TAG [--tmpfs]  all of the above, in order
+#   bench_check_counts          $N >= 1 and $WARMUP >= 0, else exit 2
 #   bench_rm DIR...             rm -rf as root (handles subuid-owned files)
 #   bench_as_user CMD...        run CMD as the bench user in a clean environment
 #   bench_time_as_user OUT ERR CMD...  run as the user, print the wall time in seconds
@@ -380,6 +382,54 @@ bench_runroot_setup() {
 	mount -t tmpfs -o mode=0700,size=256m husk-bench-run "$BENCH_RUN" ||
 		bench_die "cannot mount a tmpfs on $BENCH_RUN"
 	chown "$BENCH_UID:$BENCH_GID" "$BENCH_RUN"
+}
+
+# bench_setup_with_podman NAME LAYOUT_TAG REPO:TAG [--tmpfs]: the set-up of a husk vs
+# rootless podman script: bench_init NAME, tools, husk binary, fixtures, bench user,
+# registry holding LAYOUT_TAG as REPO:TAG, podman's config, stores and runroot.
+bench_setup_with_podman() {
+	bench_init "$1"
+	bench_need docker-registry skopeo podman runc newuidmap=uidmap newgidmap=uidmap curl
+	bench_husk_bin
+	bench_fixtures
+	bench_user_setup
+	bench_registry_start
+	bench_push "$2" "$3"
+	bench_podman_config
+	bench_stores_setup ${4:-}
+	bench_runroot_setup
+}
+
+# bench_usage: the script's header comment (its help)
+bench_usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+
+# bench_parse_opts "$@": the options every husk-vs-podman script takes: -n N (measured
+# runs, default $N or 5), --warmup W (default $WARMUP or 1), --tmpfs, --check, -h. Sets
+# N WARMUP TMPFS CHECK; the other arguments are left in BENCH_ARGS, in order.
+bench_parse_opts() {
+	N=${N:-5}
+	WARMUP=${WARMUP:-1}
+	TMPFS=
+	CHECK=0
+	BENCH_ARGS=()
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-n) N=${2:?-n needs a number}; shift 2 ;;
+		-n*) N=${1#-n}; shift ;;
+		--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
+		--tmpfs) TMPFS=--tmpfs; shift ;;
+		--check) CHECK=1; shift ;;
+		-h | --help) bench_usage; exit 0 ;;
+		*) BENCH_ARGS+=("$1"); shift ;;
+		esac
+	done
+	bench_check_counts
+}
+
+# bench_check_counts: $N (measured runs, >= 1) and $WARMUP (>= 0) as the scripts take them
+bench_check_counts() {
+	[[ $N =~ ^[1-9][0-9]*$ ]] || bench_die "-n wants a positive integer, got '$N'"
+	[[ $WARMUP =~ ^[0-9]+$ ]] || bench_die "--warmup wants a number, got '$WARMUP'"
 }
 
 # --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! kept apart and the exit status, stdin of `run -d -i`, a `-t` session through a real
 //! pty with window size and the detach keys, signal proxying, several clients, refusals.
 mod common;
+use common::reg;
 
 use common::pty::Terminal;
 use common::{ensure_prereqs, run_output, shared_registry, Husk, TestUser};
@@ -11,10 +12,6 @@ use nix::unistd::Pid;
 use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

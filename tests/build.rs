@@ -3,6 +3,7 @@
 //! the cache, errors, the sandbox; the images it makes are run by `husk run` and read by
 //! independent tools (skopeo inspect and umoci unpack of the store's OCI layout).
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, Output, TempDir, TestUser};
 use serde_json::Value;
@@ -11,10 +12,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

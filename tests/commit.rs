@@ -4,6 +4,7 @@
 //! directory); its commit runs with those changes, and the committed image, copied out
 //! of husk's store by skopeo and unpacked by umoci, holds the tree the container saw.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, TestUser};
 use sha2::{Digest, Sha256};
@@ -11,10 +12,6 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

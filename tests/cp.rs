@@ -3,15 +3,12 @@
 //! symlinks in the container that point at host paths — fixed and swapped during the
 //! copy — never reaching the host (CVE-2018-15664 / CVE-2019-10152 class).
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, run_output, shared_registry, Husk, TempDir, TestUser};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

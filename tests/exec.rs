@@ -7,6 +7,7 @@
 //! process, owned by a guard that kills it (and so the whole container) on drop, panics
 //! included, and checks that no process of the container is left.
 mod common;
+use common::reg;
 
 use common::pty::Terminal;
 use common::{ensure_prereqs, run_output, shared_registry, Husk, Output, TestUser};
@@ -20,10 +21,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const BUSYBOX: &str = "busybox:latest";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

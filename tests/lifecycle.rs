@@ -2,13 +2,10 @@
 //! ps, logs, stop, kill, wait, start, restart, create, rm, inspect; the monitor killed
 //! with -9; many containers started at once.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, TestUser};
 use std::time::{Duration, Instant};
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

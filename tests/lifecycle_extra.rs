@@ -4,6 +4,7 @@
 //! `--cgroup-parent` subtree made and delegated by the test). Every process and cgroup a
 //! test makes is killed/removed on drop, also when an assertion fails.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, Output, TestUser};
 use std::fs;
@@ -16,10 +17,6 @@ use std::time::{Duration, Instant};
 /// of `echo > file` would leave the file empty, which reads as no count at all.
 const COUNTER: &str =
     "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup() -> Husk {
     ensure_prereqs();

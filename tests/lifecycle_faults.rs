@@ -10,6 +10,7 @@
 //! collected (the store is then cleaned by force so the sweep goes on) and reported
 //! together at its end.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, pids_with_env, shared_registry, Husk, TestUser};
 use serde_json::Value;
@@ -26,10 +27,6 @@ const SWEEP: u32 = 8;
 const SLEEPER: &str = "while true; do sleep 0.05; done";
 /// Fills the writable layer with 1000 files, so that removing the container takes a while.
 const JUNK: &str = "mkdir /junk && cd /junk && seq 1 1000 | xargs touch";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn busybox() -> String {
     reg("busybox:latest")

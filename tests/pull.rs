@@ -2,16 +2,13 @@
 //! by umoci/skopeo/debootstrap, run as unprivileged users (with and without
 //! subordinate ids) and as root.
 mod common;
+use common::reg;
 
 use common::{compare_trees, ensure_prereqs, rootless_owner_map, shared_registry, umoci_unpack, Husk, TestUser};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup() {
     ensure_prereqs();

@@ -3,6 +3,7 @@
 //! layered image seen from inside, isolation of the writable layer, stdio, capabilities,
 //! masked and read-only paths, mounts, networking, runtime safety and clean-up.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, Output, TestUser};
 use std::collections::BTreeSet;
@@ -18,10 +19,6 @@ use std::time::{Duration, Instant};
 const BUSYBOX: &str = "busybox:latest";
 const LAYERED: &str = "layered:latest";
 const DEBIAN: &str = "debian:bookworm";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

@@ -1,15 +1,12 @@
 //! `husk run -t` driven through a real pseudo-terminal, and `--init`.
 mod common;
+use common::reg;
 
 use common::pty::Terminal;
-use common::{ensure_prereqs, shared_registry, Husk, TestUser};
+use common::{ensure_prereqs, Husk, TestUser};
 use nix::sys::termios::LocalFlags;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 #[test]
 fn interactive_tty_session() {

@@ -4,6 +4,7 @@
 //! `skopeo copy` (also gzip- and zstd-compressed) load and run in husk; a round trip
 //! keeps the image id; hostile archives are refused in one line with nothing stored.
 mod common;
+use common::reg;
 
 use common::{compare_trees, ensure_prereqs, fixtures, run_output, shared_registry, umoci_unpack};
 use common::{pids_with_env, Husk, Output, TempDir, TestUser};
@@ -12,10 +13,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn husk_with(user: TestUser, images: &[&str]) -> Husk {
     ensure_prereqs();

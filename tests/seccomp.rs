@@ -4,6 +4,7 @@
 //! line), `no-new-privileges`, `--privileged`, and the same filter for `start` and
 //! `exec`.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, shared_registry, Husk, Output, TempDir, TestUser};
 use std::fs;
@@ -12,10 +13,6 @@ use std::path::PathBuf;
 
 const BUSYBOX: &str = "busybox:latest";
 const DEBIAN: &str = "debian:bookworm";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser, images: &[&str]) -> Husk {
     ensure_prereqs();

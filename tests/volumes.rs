@@ -3,6 +3,7 @@
 //! volumes from the image with its owners, and symlinks in the image that must not
 //! send a volume anywhere else. As unprivileged users with and without subordinate ids.
 mod common;
+use common::reg;
 
 use common::{ensure_prereqs, rootless_owner_map, shared_registry, Husk, Output, TestUser};
 use std::collections::BTreeSet;
@@ -15,10 +16,6 @@ const DEBIAN: &str = "debian:bookworm";
 /// busybox + /data/hello (1000:1000), config Volumes ["/data"].
 const VOLUME: &str = "volume:latest";
 const EVIL_LINKS: &str = "evil-links:latest";
-
-fn reg(image: &str) -> String {
-    format!("{}/{}", shared_registry().host(), image)
-}
 
 fn setup(user: TestUser) -> Husk {
     ensure_prereqs();

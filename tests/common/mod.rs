@@ -521,6 +521,11 @@ pub fn answer_once_on_loopback(reply: &'static [u8]) -> (u16, std::thread::JoinH
 /// One registry per test process with every fixture pushed (see FIXTURE_PUSHES):
 /// 127.0.0.1:PORT/{busybox:latest, busybox:zstd, layered:latest, debian:bookworm, multi:latest}.
 /// Killed and deleted when the test process exits.
+/// `image` ("busybox:latest") in the shared registry.
+pub fn reg(image: &str) -> String {
+    format!("{}/{}", shared_registry().host(), image)
+}
+
 pub fn shared_registry() -> &'static Registry {
     static REG: OnceLock<&'static Registry> = OnceLock::new();
     REG.get_or_init(|| {
