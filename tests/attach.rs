@@ -5,7 +5,7 @@ mod common;
 use common::reg;
 
 use common::pty::Terminal;
-use common::{ensure_prereqs, run_output, shared_registry, Husk, TestUser};
+use common::{run_output, Husk, TestUser};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::termios::LocalFlags;
 use nix::unistd::Pid;
@@ -14,11 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    let h = Husk::new(user);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
-    h
+    common::husk_with_busybox(user)
 }
 
 #[track_caller]

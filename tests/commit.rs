@@ -6,7 +6,7 @@
 mod common;
 use common::reg;
 
-use common::{ensure_prereqs, shared_registry, Husk, TestUser};
+use common::{Husk, TestUser};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -14,11 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    let h = Husk::new(user);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
-    h
+    common::husk_with_busybox(user)
 }
 
 #[track_caller]

@@ -5,17 +5,13 @@
 mod common;
 use common::reg;
 
-use common::{ensure_prereqs, run_output, shared_registry, Husk, TempDir, TestUser};
+use common::{run_output, Husk, TempDir, TestUser};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    let h = Husk::new(user);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
-    h
+    common::husk_with_busybox(user)
 }
 
 /// A directory the test user owns, for the host side of the copies.

@@ -4,15 +4,11 @@
 mod common;
 use common::reg;
 
-use common::{ensure_prereqs, shared_registry, Husk, TestUser};
+use common::{Husk, TestUser};
 use std::time::{Duration, Instant};
 
 fn setup(user: TestUser) -> Husk {
-    ensure_prereqs();
-    shared_registry();
-    let h = Husk::new(user);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
-    h
+    common::husk_with_busybox(user)
 }
 
 /// `run -d` of busybox with `script`; returns the printed id.

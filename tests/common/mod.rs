@@ -521,6 +521,14 @@ pub fn answer_once_on_loopback(reply: &'static [u8]) -> (u16, std::thread::JoinH
 /// One registry per test process with every fixture pushed (see FIXTURE_PUSHES):
 /// 127.0.0.1:PORT/{busybox:latest, busybox:zstd, layered:latest, debian:bookworm, multi:latest}.
 /// Killed and deleted when the test process exits.
+/// A husk for `user` whose store holds the shared registry's busybox:latest.
+pub fn husk_with_busybox(user: TestUser) -> Husk {
+    ensure_prereqs();
+    let h = Husk::new(user);
+    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    h
+}
+
 /// `image` ("busybox:latest") in the shared registry.
 pub fn reg(image: &str) -> String {
     format!("{}/{}", shared_registry().host(), image)
