@@ -722,3 +722,52 @@ fn uploads_follow_the_registrys_rules_and_keep_credentials_at_home() {
     assert_eq!(last.header("content-type"), raw["mediaType"].as_str().or(Some(MT_OCI)));
 }
 const MT_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+
+// ---------------------------------------------------------------------------
+// the whole loop: Dockerfile → image → container → image → registry → podman
+// ---------------------------------------------------------------------------
+
+/// An image husk builds, a container of it that changes a file, the commit of that
+/// container, pushed: skopeo reads it and podman runs it unchanged, and sees what the
+/// build (a RUN and a COPY) and the container (the committed change) wrote.
+#[test]
+fn an_image_husk_builds_and_commits_runs_under_podman_once_pushed() {
+    let h = husk();
+    let base = pull_shared(&h, "busybox:latest");
+    let ctx = h.home.join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("greeting"), "hello from the context\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN echo built > /built && rm /bin/ping\nCOPY greeting /srv/greeting\n\
+             CMD [\"cat\", \"/srv/greeting\", \"/built\", \"/changed\"]\n"
+        ),
+    )
+    .unwrap();
+    let status = Command::new("chown").args(["-R", "husk-sub:", &ctx.to_string_lossy()]).status().unwrap();
+    assert!(status.success());
+    h.run(&["build", "-q", "-t", "loop/built:1", &ctx.to_string_lossy()]).assert_ok();
+    h.run(&["run", "--name", "changer", "--network", "none", "loop/built:1", "sh", "-c", "echo changed > /changed"])
+        .assert_ok();
+    h.run(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/srv/greeting\", \"/built\", \"/changed\"]",
+        "changer",
+        "loop/committed:1",
+    ])
+    .assert_ok();
+
+    let reg = counted_registry();
+    let dest = format!("{}/loop/committed:1", reg.host());
+    let (_, digest, _) = pushed(&h.run(&["push", "loop/committed:1", &dest]));
+    let layers = layers_of(&dest);
+    assert_eq!(layers.len(), 4, "busybox + RUN + COPY + the commit: {layers:?}");
+    let ran = check_pushed(&dest, &digest, &layers, None, &[]);
+    assert_eq!(ran, "hello from the context\nbuilt\nchanged\n");
+    // the RUN's deletion travelled as a whiteout
+    let ran =
+        check_pushed(&dest, &digest, &layers, None, &["sh", "-c", "test -e /bin/ping && echo present || echo gone"]);
+    assert_eq!(ran, "gone\n");
+}
