@@ -834,6 +834,31 @@ impl Drop for Husk {
             // SAFETY: kill(2) with a pid read from /proc touches no memory.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        self.remove_container_cgroups();
+    }
+}
+
+impl Husk {
+    /// The cgroups husk made for this store's containers and could not remove itself (a
+    /// test killed it): the one each state records, and `husk-<id>` at the top of the
+    /// cgroup2 tree, where root's husk makes them: their processes killed, then removed.
+    fn remove_container_cgroups(&self) {
+        let Ok(dirs) = fs::read_dir(self.store().join("containers")) else { return };
+        for dir in dirs.flatten() {
+            let id = dir.file_name().to_string_lossy().into_owned();
+            let recorded = fs::read(dir.path().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["cgroup"].as_str().map(PathBuf::from));
+            let top = Path::new("/sys/fs/cgroup/unified").join(format!("husk-{id}"));
+            for cg in recorded.into_iter().chain([top]).filter(|cg| cg.is_dir()) {
+                let _ = fs::write(cg.join("cgroup.kill"), "1");
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while fs::remove_dir(&cg).is_err() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 }
 
