@@ -102,17 +102,9 @@ fn join_cgroup(c: &mut Container) -> Result<Option<PathBuf>> {
     Ok(cg)
 }
 
-/// Waits for the user namespace begun before (if any); on failure the container's
-/// cgroup, made meanwhile, goes.
-fn enter_user_namespace(userns: Option<PendingUserNamespace>, c: &mut Container) -> Result<()> {
-    let Some(userns) = userns else { return Ok(()) };
-    let result = userns.finish().map(drop);
-    if result.is_err() {
-        if let Some(cg) = c.state.cgroup.take() {
-            let _ = crate::cgroup::ContainerCgroup::open(&cg).and_then(|cg| cg.remove());
-        }
-    }
-    result
+/// Waits for the user namespace begun before (if any).
+fn enter_user_namespace(userns: Option<PendingUserNamespace>) -> Result<()> {
+    userns.map_or(Ok(()), |u| u.finish().map(drop))
 }
 
 /// Records that the container's process runs, watched by `monitor`.
@@ -152,20 +144,26 @@ pub(super) fn record_exit(store: &Store, mut c: Container, code: i32) -> Result<
 /// Runs the container with husk's own stdio and returns its exit status.
 pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
     let mut opts = run_options(store, &c, spec, false)?;
-    // The cgroup is looked up and made while the map tools still run.
-    opts.cgroup = join_cgroup(&mut c)?;
     crate::util::trace("spec and files written");
     // The container's process is forked while the map tools still run (it waits for
     // them before it makes files), except with a network tool, which needs the maps, and
     // on a user-defined network, whose join makes the container's network namespace in
-    // the network's user namespace.
+    // the network's user namespace. Root also waits: it makes its cgroup under a
+    // root-owned directory with capabilities that hold in the new namespace only once
+    // its maps exist (a user's own delegated cgroup needs none).
     let userns = match userns {
-        Some(u) if opts.net.is_some() || super::usernet::network_of(&c).is_some() || u.is_ready() => {
-            enter_user_namespace(Some(u), &mut c)?;
+        Some(u)
+            if opts.net.is_some()
+                || super::usernet::network_of(&c).is_some()
+                || u.is_ready()
+                || u.mapping().host_uid(0) == Some(0) =>
+        {
+            enter_user_namespace(Some(u))?;
             None
         }
         other => other,
     };
+    opts.cgroup = join_cgroup(&mut c)?;
     opts.network = match super::usernet::join(store, &mut c, spec) {
         Ok(m) => m,
         Err(e) => return record_exit(store, c, 125).and(Err(e)),
@@ -195,8 +193,9 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
 pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
     let mut opts = run_options(store, &c, spec, true)?;
     let mut c = c;
+    // After the maps: root's cgroup work needs them (see `foreground`).
+    enter_user_namespace(userns)?;
     opts.cgroup = join_cgroup(&mut c)?;
-    enter_user_namespace(userns, &mut c)?;
     opts.network = match super::usernet::join(store, &mut c, spec) {
         Ok(m) => m,
         Err(e) => return record_exit(store, c, 125).and(Err(e)),
