@@ -12,8 +12,9 @@
 #   --containers K  running containers per tool while `ps` is timed (default 50)
 #   --tmpfs         put the stores on a fresh tmpfs (default: a temp dir under
 #                   ${BENCH_TMPDIR:-/var/tmp}, i.e. the disk)
-#   --husk-network MODE  pass --network MODE to husk run (default: none given, i.e.
-#                   husk's default, host; podman always gets --network none)
+#   --husk-network MODE  husk run's --network: none (default: the same as podman's
+#                   --network none), host, pasta, slirp4netns, or default (no flag:
+#                   husk's own default network)
 #   --init          run the cycle's container with --init (both tools); default: the
 #                   shell is the container's pid 1
 #   --check         exit 3 when a goal is missed
@@ -42,7 +43,7 @@ WARMUP=2
 NCONT=50
 TMPFS=
 CHECK=0
-HUSK_NET=
+HUSK_NET=none
 INIT=
 GOAL_CYCLE_MS=30
 GOAL_EXEC_MS=10
@@ -57,7 +58,7 @@ while [ $# -gt 0 ]; do
 	--warmup) WARMUP=${2:?--warmup needs a number}; shift 2 ;;
 	--containers) NCONT=${2:?--containers needs a number}; shift 2 ;;
 	--tmpfs) TMPFS=--tmpfs; shift ;;
-	--husk-network) HUSK_NET=${2:?--husk-network needs host or none}; shift 2 ;;
+	--husk-network) HUSK_NET=${2:?--husk-network needs a mode}; shift 2 ;;
 	--init) INIT=--init; shift ;;
 	--check) CHECK=1; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -68,7 +69,8 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || bench_die "-r wants a positive integer, got '$RUNS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || bench_die "--warmup wants a number, got '$WARMUP'"
 [[ $NCONT =~ ^[1-9][0-9]*$ ]] || bench_die "--containers wants a positive integer, got '$NCONT'"
-[[ -z $HUSK_NET || $HUSK_NET =~ ^(host|none)$ ]] || bench_die "--husk-network wants host or none"
+[[ $HUSK_NET =~ ^(none|host|pasta|slirp4netns|default)$ ]] ||
+	bench_die "--husk-network wants none, host, pasta, slirp4netns or default"
 
 bench_init lifecycle
 # Runs last (cleanup steps run in reverse order): after the containers were removed and
@@ -106,7 +108,7 @@ TOOLS=(husk podman)
 HUSK=("$BENCH_HUSK" --root "$HUSK_STORE")
 PODMAN=(podman --root "$PODMAN_STORE" --runroot "$BENCH_RUN/p" --storage-driver overlay)
 HUSK_RUN_OPTS=()
-[ -z "$HUSK_NET" ] || HUSK_RUN_OPTS=(--network "$HUSK_NET")
+[ "$HUSK_NET" = default ] || HUSK_RUN_OPTS=(--network "$HUSK_NET")
 PODMAN_RUN_OPTS=(--network none)
 declare -A FAILED=([husk]=0 [podman]=0)
 
@@ -426,7 +428,7 @@ for tool in "${TOOLS[@]}"; do
 	MED_PS[$tool]=$REPLY
 	printf '  (starting the %d: %s s)\n' "$NCONT" "$(bench_fmt_s "${START_S[$tool]}")"
 done
-[ -z "$HUSK_NET" ] || echo "  (husk run with --network $HUSK_NET; podman with --network none)"
+echo "  (husk run with --network $HUSK_NET; podman with --network none)"
 
 MISSED=0
 goal() { # LABEL VALUE LIMIT
