@@ -137,6 +137,11 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
     }
 
     let _writers = store.lock_writers()?;
+    for (name, image) in &images {
+        if let Some(layer) = image.missing_layer(store) {
+            bail!("image {} was removed while the build started (its layer {} is gone)", name, layer);
+        }
+    }
     let tmp = store.tmp_area()?;
     let mut b = Builder {
         store,
