@@ -3,6 +3,7 @@
 //! `work/`) and the rootfs mount point. Changes of state happen under the container's
 //! lock (`.lock` in its directory).
 pub mod attach;
+pub mod check;
 pub mod control;
 pub mod copy;
 pub mod launch;
