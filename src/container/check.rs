@@ -11,6 +11,7 @@ use super::{
     containers_dir, creation_lock, delete_container_files, name_in_use_by, names_dir, process, removal_lock,
     reserve_name, Container, State, CREATING, REMOVING,
 };
+use crate::build::run_step::STEP_IMAGE;
 use crate::layers::check::{relative, Finding};
 use crate::layers::store::{remove_path, stray_temp_files, Store};
 use crate::util::FileLock;
@@ -132,9 +133,15 @@ fn containers<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
             }));
         }
         let up = matches!(state.status.as_str(), "running" | "paused");
-        if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) {
+        if state.image == STEP_IMAGE && state.image_id.is_empty() {
+            // Builds hold the writers lock, which this check waits for: its build is gone.
+            out.push(
+                Finding::leftover(subject, "the container of a RUN step of a build that is gone")
+                    .fix(move || reap(store, &id, true)),
+            );
+        } else if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) {
             let problem = format!("marked {} but its monitor is gone", state.status);
-            out.push(Finding::leftover(subject, problem).fix(move || reap(store, &id)));
+            out.push(Finding::leftover(subject, problem).fix(move || reap(store, &id, false)));
         }
     }
     Ok(())
@@ -154,22 +161,26 @@ fn record_problem(store: &Store, id: &str, dir: &Path, state: &State) -> Option<
     Some(format!("its layer {} is missing (remove it with husk rm)", missing))
 }
 
-/// Records an orphan as exited, as `ps` does (and removes it if it was `--rm`, as its
-/// monitor would have).
-fn reap(store: &Store, id: &str) -> Result<String> {
+/// Records an orphan as exited, as `ps` does, and removes it if it was `--rm` (as its
+/// monitor would have) or is a RUN step's (`step`, whose build would have).
+fn reap(store: &Store, id: &str, step: bool) -> Result<String> {
     let mut c = Container::load(store, id)?;
     let lock = c.lock()?;
     c.reload()?;
-    if !c.reap_orphan()? {
+    let reaped = c.reap_orphan()?;
+    if c.is_up() {
+        bail!("it runs again");
+    }
+    if !step && !reaped {
         return Ok("it had ended meanwhile".into());
     }
-    if !c.state.settings.auto_remove {
+    if !step && !c.state.settings.auto_remove {
         return Ok("recorded as exited (137)".into());
     }
     let removed = c.remove_from_sight(store)?;
     drop(lock);
     removed.delete_files()?;
-    Ok("removed (it was --rm)".into())
+    Ok(if step { "removed" } else { "removed (it was --rm)" }.into())
 }
 
 /// `container-names/<name>` of containers that do not exist, and the temp files of
