@@ -254,9 +254,16 @@ impl Store {
     /// Creates this process's scratch dir and leaves whatever else is in `tmp/` alone
     /// (`husk system check` reports leftovers rather than removing them).
     pub fn scratch_area(&self) -> Result<TmpArea> {
+        let tmp = self.root.join("tmp");
         let name = unique_suffix();
-        let lock = FileLock::exclusive(&self.root.join("tmp").join(format!("{}.lock", name)))?;
-        let dir = self.root.join("tmp").join(&name);
+        // The lock file appears locked: it is taken under a temp name (to cleaners, a
+        // temp file of a live process) and renamed. Made and locked in place, a cleaner
+        // could find it free in between and remove it.
+        let pending = tmp.join(format!(".{}.lock.tmp-{}", name, unique_suffix()));
+        let lock = FileLock::exclusive(&pending)?;
+        let path = tmp.join(format!("{}.lock", name));
+        fs::rename(&pending, &path).with_context(|| format!("creating {}", path.display()))?;
+        let dir = tmp.join(&name);
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(TmpArea { dir, _lock: lock })
     }
@@ -282,8 +289,12 @@ impl Store {
                 stale.extend(stray_temp_files(&self.root.join(dir))?);
             }
         }
+        stale.extend(stray_temp_files(&self.root.join("tmp"))?);
         for e in fs::read_dir(self.root.join("tmp"))? {
             let path = e?.path();
+            if path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) {
+                continue; // a lock being made (see scratch_area)
+            }
             let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
             if is_lock {
                 if FileLock::try_exclusive(&path)?.is_some() {
@@ -449,6 +460,24 @@ mod tests {
         let ids = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(ids[0], a);
         assert_eq!(ids[1], sha256_digest(format!("{} {}", a, b).as_bytes()));
+    }
+
+    #[test]
+    fn scratch_areas_of_live_processes_are_never_stale() {
+        let s = TempStore::new("store-tmp");
+        let area = s.1.tmp_area().unwrap();
+        let tmp = s.1.root().join("tmp");
+        // a lock being made by this process, one by a process that is gone (pid_max is
+        // at most 2^22), and a scratch dir whose lock is gone
+        fs::write(tmp.join(format!(".x.lock.tmp-{}-0-0", std::process::id())), b"").unwrap();
+        fs::write(tmp.join(".y.lock.tmp-4194305-0-0"), b"").unwrap();
+        fs::create_dir(tmp.join("4194305-1-1")).unwrap();
+        let stale = s.1.stale_temp_paths().unwrap();
+        assert_eq!(stale, [tmp.join(".y.lock.tmp-4194305-0-0"), tmp.join("4194305-1-1")]);
+        assert_eq!(s.1.clean_tmp().unwrap(), 2);
+        assert!(area.dir.is_dir() && area.dir.with_extension("lock").is_file());
+        drop(area);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1); // this process's pending lock
     }
 
     #[test]
