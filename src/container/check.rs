@@ -139,7 +139,7 @@ fn containers<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
                 Finding::leftover(subject, "the container of a RUN step of a build that is gone")
                     .fix(move || reap(store, &id, true)),
             );
-        } else if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) {
+        } else if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) && still_up(&dir) {
             let problem = format!("marked {} but its monitor is gone", state.status);
             out.push(Finding::leftover(subject, problem).fix(move || reap(store, &id, false)));
         }
@@ -159,6 +159,14 @@ fn record_problem(store: &Store, id: &str, dir: &Path, state: &State) -> Option<
     }
     let missing = state.layers.iter().find(|l| !store.has_layer(l))?;
     Some(format!("its layer {} is missing (remove it with husk rm)", missing))
+}
+
+/// Whether the container's state, read again, still says it is up: a monitor records
+/// the end (or a foreground `run --rm` removes the container) before it exits, so read
+/// after its exit was seen this tells an orphan from a container that just ended.
+fn still_up(dir: &Path) -> bool {
+    let state = fs::read(dir.join("state.json")).ok().and_then(|d| serde_json::from_slice::<State>(&d).ok());
+    state.is_some_and(|s| matches!(s.status.as_str(), "running" | "paused"))
 }
 
 /// Records an orphan as exited, as `ps` does, and removes it if it was `--rm` (as its
