@@ -100,7 +100,7 @@ fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
         }
         25..=39 if running.len() < MAX_RUNNING => {
             let mut a = ["run", "-d", "-e", &mark].map(String::from).to_vec();
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 a.push("--init".into()); // then stop's SIGTERM ends it at once
             }
             a.extend([image, "sleep".into(), "20".into()]);
@@ -121,7 +121,7 @@ fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
         80..=89 => ("rmi", vec!["rmi".into(), image]),
         90..=94 => {
             let mut a = ["system", "prune", "-f"].map(String::from).to_vec();
-            a.extend((rng.next() % 2 == 0).then(|| "-a".to_string()));
+            a.extend((rng.next().is_multiple_of(2)).then(|| "-a".to_string()));
             ("prune", a)
         }
         95..=99 => ("check", ["system", "check"].map(String::from).to_vec()),

@@ -412,15 +412,18 @@ fn check_images<'a>(
         let name = ref_name(d);
         let bad = if !is_valid_digest(&digest) {
             Some(format!("names an invalid digest {:?}", digest))
-        } else if let Some(n) = name.filter(|n| normalize(n).as_deref() != Some(*n)) {
-            Some(format!("has an invalid name {:?}", n))
         } else {
-            None
+            name.filter(|n| normalize(n).as_deref() != Some(*n)).map(|n| format!("has an invalid name {:?}", n))
         };
         if let Some(problem) = bad {
             let entry = d.clone();
             out.push(Finding::damaged("index.json entry", problem).fix(move || {
-                store.update_index(|entries| Ok(entries.retain(|e| *e != entry))).map(|()| "dropped".into())
+                store
+                    .update_index(|entries| {
+                        entries.retain(|e| *e != entry);
+                        Ok(())
+                    })
+                    .map(|()| "dropped".into())
             }));
             continue;
         }
@@ -435,7 +438,8 @@ fn check_images<'a>(
                     .fix(move || {
                         store
                             .update_index(|entries| {
-                                Ok(entries.retain(|e| ref_name(e) != Some(&n) || e.digest().to_string() == first))
+                                entries.retain(|e| ref_name(e) != Some(&n) || e.digest().to_string() == first);
+                                Ok(())
                             })
                             .map(|()| format!("kept for {}", first))
                     }),
@@ -505,7 +509,7 @@ fn image_parts(
     let chains = chain_ids(diff_ids);
     used.image(manifest_digest, &manifest, &chains);
     for (i, (layer, chain)) in manifest.layers().iter().zip(&chains).enumerate() {
-        have(&layer.digest().to_string(), "layer blob")?;
+        have(layer.digest().as_ref(), "layer blob")?;
         let info = layers.get(chain).ok_or_else(|| format!("its layer {} ({}) is missing or damaged", i + 1, chain))?;
         if info.parent.as_ref() != i.checked_sub(1).map(|p| &chains[p]) {
             return Err(format!("its layer {} ({}) records another parent", i + 1, chain));
@@ -835,7 +839,6 @@ mod tests {
     use crate::layers::newlayer::{store_tar_layer, NewLayer};
     use crate::layers::store::TempStore;
     use crate::layers::tarwrite::{Entry, Kind, TarWriter};
-    use std::io::Write;
 
     const OPTS: ExtractOptions = ExtractOptions { ownership: Ownership::Ignore, strip_setid: false };
     const NAME: &str = "example.com/check:1";
