@@ -299,3 +299,18 @@ pub fn visible_entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// What killed husks left in `dir`: entries half-made (`.new-…`) or half-removed
+/// (`.rm-…`). Only leftovers while the lock that covers making and removing them is
+/// held exclusively.
+pub fn half_done_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.as_encoded_bytes();
+            name.starts_with(b".new-") || name.starts_with(b".rm-")
+        })
+        .map(|e| e.path())
+        .collect()
+}

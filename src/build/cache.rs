@@ -83,9 +83,26 @@ impl<'a> Cache<'a> {
         complete.then_some((entry, image))
     }
 
-    pub fn put(&self, key: &str, entry: &Entry) -> Result<()> {
+    /// Records the image a step made. Returns the manifest the entry named before, if
+    /// another (a rebuild of the step, `--no-cache` or after a miss): nothing names
+    /// that image any more, and the build collects it (`gc::remove_unnamed_images`).
+    pub fn put(&self, key: &str, entry: &Entry) -> Result<Option<String>> {
         let _l = self.lock(true)?;
-        atomic_replace(&self.path(key)?, &serde_json::to_vec(entry)?)
+        let path = self.path(key)?;
+        let before = fs::read(&path).ok().and_then(|d| serde_json::from_slice::<Entry>(&d).ok());
+        atomic_replace(&path, &serde_json::to_vec(entry)?)?;
+        Ok(before.map(|b| b.manifest).filter(|m| *m != entry.manifest))
+    }
+
+    /// The images the entries name, those that are still stored.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let _l = self.lock(false)?;
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let entry = fs::read(e?.path()).ok().and_then(|d| serde_json::from_slice::<Entry>(&d).ok());
+            out.extend(entry.and_then(|e| load_unnamed(self.store, &e.manifest).ok()));
+        }
+        Ok(out)
     }
 
     /// Removes every entry (`husk system prune`); their images go with the next collection.

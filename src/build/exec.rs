@@ -16,6 +16,7 @@ use crate::fetch::pull::{extract_options, pull, PullOptions};
 use crate::fetch::reference::Reference;
 use crate::layers::author::{History, ImageDraft};
 use crate::layers::changes::{string_list, Command, ConfigChange};
+use crate::layers::gc::remove_unnamed_images;
 use crate::layers::images::{record_manifest, resolve, tag_manifest, ImageRecord};
 use crate::layers::newlayer::store_tar_layer;
 use crate::layers::stack::Stack;
@@ -96,6 +97,8 @@ struct Builder<'a> {
     done: HashMap<usize, StageState>,
     step: usize,
     total: usize,
+    /// Step images the cache named before this build replaced them.
+    superseded: Vec<String>,
 }
 
 /// Builds the image. Call inside husk's user namespace, single-threaded.
@@ -137,6 +140,11 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
     }
 
     let _writers = store.lock_writers()?;
+    for (name, image) in &images {
+        if let Some(layer) = image.missing_layer(store) {
+            bail!("image {} was removed while the build started (its layer {} is gone)", name, layer);
+        }
+    }
     let tmp = store.tmp_area()?;
     let mut b = Builder {
         store,
@@ -150,6 +158,7 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
         done: HashMap::new(),
         step: 0,
         total,
+        superseded: Vec::new(),
     };
     for &s in &stages {
         let state = b.stage(&globals, s)?;
@@ -176,6 +185,8 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
     for name in &opts.tags {
         tag_manifest(store, desc.clone(), name)?;
     }
+    drop(_writers);
+    collect_superseded(store, &tmp, &b.cache, &b.superseded)?;
     if !opts.quiet {
         for name in &opts.tags {
             println!("Successfully tagged {}", name);
@@ -183,6 +194,17 @@ pub fn build(store: &Store, ids: &IdMapping, ctx: &Context, opts: &Options) -> R
         crate::util::trace(&format!("build done in {:?}", started.elapsed()));
     }
     Ok(Built { id: config_digest })
+}
+
+/// Removes the step images a rebuild replaced in the cache, under the gc lock: a
+/// concurrent build that took one from the cache has named what it uses by then.
+fn collect_superseded(store: &Store, tmp: &TmpArea, cache: &Cache, manifests: &[String]) -> Result<()> {
+    if manifests.is_empty() {
+        return Ok(());
+    }
+    let _gc = store.lock_gc()?;
+    let gone: Vec<ImageRecord> = manifests.iter().filter_map(|m| cache::load_unnamed(store, m).ok()).collect();
+    remove_unnamed_images(store, tmp, &gone, &cache.images()?)
 }
 
 /// The stages the target needs (its base and `COPY --from` stages, recursively), in order.
@@ -226,7 +248,7 @@ fn image_for(store: &Store, ids: &IdMapping, name: &str, opts: &Options) -> Resu
     let reference = Reference::parse(name).with_context(|| format!("invalid image name {:?}", name))?;
     let pulled = pull(store, ids, &reference, &PullOptions { platform: None, quiet: opts.quiet })
         .with_context(|| format!("pulling {}", name))?;
-    resolve(store, &pulled.config_digest)
+    resolve(store, &pulled.manifest_digest)
 }
 
 impl Builder<'_> {
@@ -349,8 +371,8 @@ impl Builder<'_> {
             other => self.metadata(state, other, step)?,
         }
         let written = state.draft.write_blobs(self.store)?;
-        self.cache
-            .put(&key, &cache::Entry { manifest: written.manifest_digest.clone(), cmd_set: state.draft.cmd_set() })?;
+        let entry = cache::Entry { manifest: written.manifest_digest.clone(), cmd_set: state.draft.cmd_set() };
+        self.superseded.extend(self.cache.put(&key, &entry)?);
         state.manifest = Some(written.manifest_digest);
         state.key = key;
         self.say(&format!("--> {}", short(&written.config_digest)));

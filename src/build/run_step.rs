@@ -26,6 +26,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+/// The image name a RUN step's container records (its image id is empty): such a
+/// container exists only while its build runs (which holds the store's writers lock).
+pub const STEP_IMAGE: &str = "husk-build";
+
 /// What one RUN runs, and on what.
 pub struct RunInput<'a> {
     pub argv: Vec<String>,
@@ -112,7 +116,7 @@ fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, hel
         store,
         NewContainer {
             name: None,
-            image: "husk-build",
+            image: STEP_IMAGE,
             image_id: "",
             layers: input.layers.to_vec(),
             command: argv.clone(),

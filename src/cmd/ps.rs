@@ -35,9 +35,10 @@ pub fn run(ctx: &Ctx, args: PsArgs) -> Result<i32> {
     let mut states: Vec<State> = Vec::new();
     for mut c in container::all(&store)? {
         if c.is_up() && !c.state.monitor.map(|m| container::process::is_alive(&m)).unwrap_or(false) {
-            let _l = c.lock()?;
-            c.reload()?;
-            c.reap_orphan()?;
+            c.reap_if_orphaned()?;
+            if !c.dir.is_dir() {
+                continue; // removed meanwhile
+            }
         }
         states.push(c.state);
     }

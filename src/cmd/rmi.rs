@@ -18,6 +18,9 @@ pub fn run(ctx: &Ctx, args: RmiArgs) -> Result<i32> {
     // Layers may hold files owned by subordinate ids: remove them from inside the namespace.
     crate::ns::userns::enter_user_namespace()?;
     let store = ctx.store()?;
+    // Containers are made under the writers lock: with the gc lock held, none is being
+    // made from an image between the check that none uses it and its removal.
+    let _gc = store.lock_gc()?;
     let mut failed = None;
     for query in &args.images {
         if let Err(e) = remove_one(&store, query, args.force) {
@@ -25,7 +28,6 @@ pub fn run(ctx: &Ctx, args: RmiArgs) -> Result<i32> {
             failed = Some(e);
         }
     }
-    let _gc = store.lock_gc()?;
     let tmp = store.tmp_area()?;
     collect(&store, &tmp)?;
     Ok(if failed.is_some() { 125 } else { 0 })

@@ -251,6 +251,9 @@ pub fn create(
 
     let networks_lock = crate::container::usernet::check_exists(&store, &network)?;
     let writers = store.lock_writers()?;
+    if let Some(layer) = image.missing_layer(&store) {
+        bail!("image {} was removed while the container was being made (its layer {} is gone)", args.image, layer);
+    }
     let layers_top_first: Vec<PathBuf> =
         image.chain_ids.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
     let cfg = image.config.config().clone().unwrap_or_default();
@@ -431,7 +434,7 @@ fn local_image(store: &Store, args: &RunArgs) -> Result<Option<ImageRecord>> {
 fn pull_image(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
     let reference = Reference::parse(&args.image)?;
     let pulled = pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })?;
-    resolve(store, &pulled.config_digest)
+    resolve(store, &pulled.manifest_digest)
 }
 
 /// Entrypoint + Cmd as Docker combines them.

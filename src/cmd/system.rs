@@ -19,6 +19,26 @@ pub enum SystemCmd {
     Prune(PruneArgs),
     /// Show husk's configuration
     Info,
+    /// Verify the store and find what interrupted commands left behind
+    ///
+    /// Hashes every blob, extracts every layer in use again from its blob and compares
+    /// the files, checks that every image has its manifest, config and layers and that
+    /// every container's state agrees with its files and with the processes that exist.
+    /// Prints one line per problem: "damaged" (the store does not hold what it records)
+    /// or "leftover" (what an interrupted command left: unused, and harmless). Exit
+    /// status: 0 when the store is consistent, 1 when only leftovers were found, 2 when
+    /// something is damaged. Safe to run beside other husk commands: it waits for pulls,
+    /// builds and commits in progress and holds new ones back while it runs.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Remove leftovers and what is damaged beyond repair, extract damaged layers again
+    /// from their blobs, mark containers whose monitor is gone as exited; then check
+    /// again (exit status 0 when everything left is consistent)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,6 +56,7 @@ pub fn run(ctx: &Ctx, cmd: SystemCmd) -> Result<i32> {
         SystemCmd::Df => df(ctx),
         SystemCmd::Prune(a) => prune(ctx, a),
         SystemCmd::Info => super::info::run(ctx),
+        SystemCmd::Check(a) => check(ctx, a),
     }
 }
 
@@ -138,6 +159,16 @@ fn tree_size(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+fn check(ctx: &Ctx, args: CheckArgs) -> Result<i32> {
+    // Layers and containers hold files of the image's users: read as husk's root.
+    let ids = crate::ns::userns::enter_user_namespace()?;
+    let store = ctx.store()?;
+    let options = crate::fetch::pull::extract_options(&ids);
+    let summary = crate::layers::check::check(&store, &options, args.repair, |line| println!("{}", line))?;
+    eprintln!("{}", summary.describe(args.repair));
+    Ok(summary.exit_code())
 }
 
 fn confirm(all: bool) -> bool {

@@ -37,9 +37,7 @@ pub fn wait_until_down(c: &mut Container, timeout: Option<Duration>) -> Result<b
         }
         let monitor = c.state.monitor.and_then(|m| Some((process::pidfd(m.pid)?, m)));
         let Some((pidfd, _)) = monitor.filter(|(_, m)| process::is_alive(m)) else {
-            let _l = c.lock()?;
-            c.reload()?;
-            c.reap_orphan()?;
+            c.reap_if_orphaned()?;
             return Ok(true);
         };
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

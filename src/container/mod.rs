@@ -3,6 +3,7 @@
 //! `work/`) and the rootfs mount point. Changes of state happen under the container's
 //! lock (`.lock` in its directory).
 pub mod attach;
+pub mod check;
 pub mod control;
 pub mod copy;
 pub mod launch;
@@ -478,6 +479,21 @@ impl Container {
     /// Whether the status says running or paused.
     pub fn is_up(&self) -> bool {
         matches!(self.state.status.as_str(), "running" | "paused")
+    }
+
+    /// `reap_orphan` under the container's lock, for a container found up without its
+    /// monitor by a husk that lists containers: false also when another husk removed it
+    /// meanwhile (a foreground `run --rm` that ended, say).
+    pub fn reap_if_orphaned(&mut self) -> Result<bool> {
+        let gone = |c: &Container| !c.dir.join("state.json").exists();
+        let _l = match self.lock() {
+            Err(_) if gone(self) => return Ok(false),
+            l => l?,
+        };
+        match self.reload() {
+            Err(_) if gone(self) => Ok(false),
+            r => r.and_then(|()| self.reap_orphan()),
+        }
     }
 
     /// A container marked up whose monitor died (killed with -9, say) is not left

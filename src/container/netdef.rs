@@ -8,7 +8,7 @@
 //! is never removed under a container being made with it, and two creations never
 //! get the same name or subnet.
 use crate::layers::store::Store;
-use crate::util::{atomic_replace, remove_tree, rfc3339, unique_suffix, FileLock};
+use crate::util::{atomic_replace, half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -317,13 +317,16 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
 
 /// Networks half-made or half-removed by killed husks (call with the exclusive lock).
 fn remove_leftovers(store: &Store) {
-    let Ok(rd) = fs::read_dir(networks_dir(store)) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(CREATING) || name.starts_with(REMOVING) {
-            let _ = remove_tree(&e.path());
-        }
+    for path in half_done_entries(&networks_dir(store)) {
+        let _ = remove_tree(&path);
     }
+}
+
+/// Those networks, with the exclusive lock that keeps them leftovers; None while
+/// another husk holds the lock (they may be in the making).
+pub fn leftovers(store: &Store) -> Result<Option<(FileLock, Vec<PathBuf>)>> {
+    let Some(lock) = FileLock::try_exclusive(&lock_path(store))? else { return Ok(None) };
+    Ok(Some((lock, half_done_entries(&networks_dir(store)))))
 }
 
 #[cfg(test)]

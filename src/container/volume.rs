@@ -10,7 +10,7 @@
 //! created with it.
 use crate::layers::merge::{is_opaque, merge_into};
 use crate::layers::store::Store;
-use crate::util::{atomic_replace, remove_tree, rfc3339, unique_suffix, FileLock};
+use crate::util::{atomic_replace, half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock};
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
@@ -204,13 +204,16 @@ pub fn delete_all(removed: &[RemovedVolume], in_user_namespace: &mut bool) -> Re
 
 /// Volumes half-made or half-removed by killed husks (call with the exclusive lock).
 pub fn remove_leftovers(store: &Store) {
-    let Ok(rd) = fs::read_dir(volumes_dir(store)) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(CREATING) || name.starts_with(REMOVING) {
-            let _ = remove_tree(&e.path());
-        }
+    for path in half_done_entries(&volumes_dir(store)) {
+        let _ = remove_tree(&path);
     }
+}
+
+/// Those volumes, with the exclusive lock that keeps them leftovers; None while another
+/// husk holds the lock (they may be in the making).
+pub fn leftovers(store: &Store) -> Result<Option<(FileLock, Vec<PathBuf>)>> {
+    let Some(lock) = FileLock::try_exclusive(&lock_path(store))? else { return Ok(None) };
+    Ok(Some((lock, half_done_entries(&volumes_dir(store)))))
 }
 
 /// Removes the anonymous volumes among `mounts` that no container uses any more (after

@@ -86,7 +86,7 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     let mut jobs = Vec::new();
     for (i, (layer, &compression)) in manifest.layers().iter().zip(&compressions).enumerate() {
         let digest = layer.digest().to_string();
-        if store.has_layer(&chains[i]) {
+        if present(store, &chains[i], &digest) {
             progress.message(&format!("Layer {} already present", short(&digest)));
         } else {
             jobs.push(Job { index: i, layer: layer.clone(), compression });
@@ -160,7 +160,7 @@ fn fetch_layer(
     let digest = job.layer.digest().to_string();
     let chain = &chains[job.index];
     let _lock = store.lock_layer(chain)?;
-    if store.has_layer(chain) {
+    if present(store, chain, &digest) {
         progress.message(&format!("Layer {} already present", short(&digest)));
         return Ok(None);
     }
@@ -187,6 +187,14 @@ fn fetch_layer(
         info
     };
     Ok(Some(info))
+}
+
+/// Whether a layer and the blob it comes from are both stored. A layer without its blob
+/// (a container kept it when `rmi -f` removed its image) is fetched again as if new, so
+/// that the image is complete (push and save need the blob); the extracted copy is
+/// dropped for the one already stored.
+fn present(store: &Store, chain: &str, blob: &str) -> bool {
+    store.has_layer(chain) && store.has_blob(blob)
 }
 
 /// Fetches the manifest for `reference`, going through an index to this platform's entry.

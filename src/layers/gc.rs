@@ -1,6 +1,6 @@
 //! Garbage collection: removes blobs and layers that no image in `index.json` uses.
 //! Runs under the exclusive gc lock, so no pull is writing at the same time.
-use super::images;
+use super::images::{self, ImageRecord};
 use super::store::{LayerInfo, Store, TmpArea};
 use anyhow::Result;
 use std::collections::HashSet;
@@ -18,15 +18,24 @@ struct InUse {
     layers: HashSet<String>,
 }
 
+impl InUse {
+    fn add(&mut self, img: &ImageRecord) {
+        self.blobs.extend(image_blobs(img));
+        self.layers.extend(img.chain_ids.iter().cloned());
+    }
+}
+
+/// The manifest, config and layer blobs of an image.
+fn image_blobs(img: &ImageRecord) -> impl Iterator<Item = String> + '_ {
+    [img.manifest_digest.clone(), img.config_digest.clone()]
+        .into_iter()
+        .chain(img.manifest.layers().iter().map(|l| l.digest().to_string()))
+}
+
 fn in_use(store: &Store) -> Result<InUse> {
     let mut used = InUse { blobs: HashSet::new(), layers: HashSet::new() };
     for img in images::list(store)? {
-        used.blobs.insert(img.manifest_digest.clone());
-        used.blobs.insert(img.config_digest.clone());
-        for l in img.manifest.layers() {
-            used.blobs.insert(l.digest().to_string());
-        }
-        used.layers.extend(img.chain_ids.iter().cloned());
+        used.add(&img);
     }
     // A container keeps the layers it runs on, even when its image is removed.
     for c in crate::container::list(store)? {
@@ -79,4 +88,24 @@ pub fn remove_unreferenced_blobs(store: &Store, blobs: &[String]) -> Result<()> 
         store.remove_blob(digest)?;
     }
     Ok(())
+}
+
+/// Removes what the unnamed images `gone` (step images the build cache named before a
+/// rebuild replaced them) hold that nothing else uses: no image in the index, no
+/// container, none of `kept` (the images the cache still names). Call with
+/// `store.lock_gc()` held.
+pub fn remove_unnamed_images(store: &Store, tmp: &TmpArea, gone: &[ImageRecord], kept: &[ImageRecord]) -> Result<()> {
+    let mut used = in_use(store)?;
+    for img in kept {
+        used.add(img);
+    }
+    for img in gone {
+        for digest in image_blobs(img).filter(|d| !used.blobs.contains(d)) {
+            store.remove_blob(&digest)?;
+        }
+        for chain in img.chain_ids.iter().filter(|c| !used.layers.contains(*c)) {
+            store.remove_layer(chain, tmp)?;
+        }
+    }
+    store.remove_stale_layer_locks()
 }

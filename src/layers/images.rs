@@ -26,6 +26,12 @@ impl ImageRecord {
         &self.config_digest[7..19]
     }
 
+    /// A layer of the image that is not in the store (an `rmi` removed the image after
+    /// it was looked up): check under the writers lock before using the layers.
+    pub fn missing_layer(&self, store: &Store) -> Option<&str> {
+        self.chain_ids.iter().find(|c| !store.has_layer(c)).map(String::as_str)
+    }
+
     /// Uncompressed size of all its layers.
     pub fn size(&self, store: &Store) -> u64 {
         self.chain_ids.iter().filter_map(|c| store.layer_info(c)).map(|l| l.size).sum()

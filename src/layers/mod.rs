@@ -1,6 +1,7 @@
 //! The content-addressed store, safe layer extraction, image records and garbage collection.
 pub mod author;
 pub mod changes;
+pub mod check;
 pub mod diff;
 pub mod extract;
 pub mod gc;

@@ -215,28 +215,9 @@ impl<W: Write> Write for HashingWriter<W> {
 mod tests {
     use super::*;
     use crate::layers::extract::Ownership;
+    use crate::layers::store::TempStore;
     use crate::layers::tarwrite::{Entry, Kind, TarWriter};
     use std::io::Read;
-
-    struct TempStore(std::path::PathBuf, Store);
-    impl TempStore {
-        fn new() -> TempStore {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static N: AtomicU64 = AtomicU64::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "husk-newlayer-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let store = Store::open(&p).unwrap();
-            TempStore(p, store)
-        }
-    }
-    impl Drop for TempStore {
-        fn drop(&mut self) {
-            let _ = crate::util::remove_tree(&self.0);
-        }
-    }
 
     const OPTS: ExtractOptions = ExtractOptions { ownership: Ownership::Ignore, strip_setid: false };
 
@@ -250,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_tar_becomes_a_verified_blob_and_a_layer() {
-        let s = TempStore::new();
+        let s = TempStore::new("newlayer");
         let tmp = s.1.tmp_area().unwrap();
         // larger than one pipe chunk, so that the stages really overlap
         let content: Vec<u8> = (0..3 * CHUNK as u32).map(|i| (i % 251) as u8).collect();
@@ -276,7 +257,7 @@ mod tests {
 
     #[test]
     fn failures_leave_nothing_visible() {
-        let s = TempStore::new();
+        let s = TempStore::new("newlayer");
         let tmp = s.1.tmp_area().unwrap();
         let tar = small_tar(b"data");
         let e = store_tar_layer(&s.1, &tmp, None, &OPTS, |out| {

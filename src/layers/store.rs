@@ -248,9 +248,22 @@ impl Store {
     /// Creates this process's scratch dir, after removing those of dead processes.
     pub fn tmp_area(&self) -> Result<TmpArea> {
         self.clean_tmp()?;
+        self.scratch_area()
+    }
+
+    /// Creates this process's scratch dir and leaves whatever else is in `tmp/` alone
+    /// (`husk system check` reports leftovers rather than removing them).
+    pub fn scratch_area(&self) -> Result<TmpArea> {
+        let tmp = self.root.join("tmp");
         let name = unique_suffix();
-        let lock = FileLock::exclusive(&self.root.join("tmp").join(format!("{}.lock", name)))?;
-        let dir = self.root.join("tmp").join(&name);
+        // The lock file appears locked: it is taken under a temp name (to cleaners, a
+        // temp file of a live process) and renamed. Made and locked in place, a cleaner
+        // could find it free in between and remove it.
+        let pending = tmp.join(format!(".{}.lock.tmp-{}", name, unique_suffix()));
+        let lock = FileLock::exclusive(&pending)?;
+        let path = tmp.join(format!("{}.lock", name));
+        fs::rename(&pending, &path).with_context(|| format!("creating {}", path.display()))?;
+        let dir = tmp.join(&name);
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(TmpArea { dir, _lock: lock })
     }
@@ -258,51 +271,75 @@ impl Store {
     /// Removes scratch dirs whose owning process is gone (its lock is free), and
     /// temp files of `atomic_write` whose writer is gone.
     pub fn clean_tmp(&self) -> Result<usize> {
-        let tmp = self.root.join("tmp");
-        let mut cleaned =
-            self.clean_stray_temp_files(&self.root)? + self.clean_stray_temp_files(&self.root.join("blobs/sha256"))?;
-        if self.root.join("sources").is_dir() {
-            cleaned += self.clean_stray_temp_files(&self.root.join("sources"))?;
+        let stale = self.stale_temp_paths()?;
+        for path in &stale {
+            remove_path(path)?;
         }
-        for e in fs::read_dir(&tmp)? {
-            let path = e?.path();
-            let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
-            if is_lock {
-                if let Some(_held) = FileLock::try_exclusive(&path)? {
-                    remove_tree(&path.with_extension(""))?;
-                    let _ = fs::remove_file(&path);
-                    cleaned += 1;
-                }
-            } else if !path.with_extension("lock").exists() {
-                // Its lock file is created first and removed last: a dir without one is
-                // what a cleaner killed half-way left behind.
-                remove_tree(&path)?;
-                cleaned += 1;
+        Ok(stale.len())
+    }
+
+    /// What `clean_tmp` removes, in the order to remove it: each scratch dir before its
+    /// lock file (created first and removed last: a dir without one is what a cleaner
+    /// killed half-way left behind).
+    pub fn stale_temp_paths(&self) -> Result<Vec<PathBuf>> {
+        let mut stale = stray_temp_files(&self.root)?;
+        stale.extend(stray_temp_files(&self.root.join("blobs/sha256"))?);
+        for dir in ["sources", "build-cache"] {
+            if self.root.join(dir).is_dir() {
+                stale.extend(stray_temp_files(&self.root.join(dir))?);
             }
         }
-        Ok(cleaned)
+        stale.extend(stray_temp_files(&self.root.join("tmp"))?);
+        for e in fs::read_dir(self.root.join("tmp"))? {
+            let path = e?.path();
+            if path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) {
+                continue; // a lock being made (see scratch_area)
+            }
+            let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
+            if is_lock {
+                if FileLock::try_exclusive(&path)?.is_some() {
+                    stale.push(path.with_extension(""));
+                    stale.push(path);
+                }
+            } else if !path.with_extension("lock").exists() {
+                stale.push(path);
+            }
+        }
+        Ok(stale)
     }
 }
 
-impl Store {
-    /// `.NAME.tmp-PID-…` files left by a writer killed between write and rename.
-    fn clean_stray_temp_files(&self, dir: &Path) -> Result<usize> {
-        let mut cleaned = 0;
-        for e in fs::read_dir(dir)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) =
-                name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).and_then(|(_, rest)| rest.split('-').next())
-            else {
-                continue;
-            };
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = fs::remove_file(e.path());
-                cleaned += 1;
+/// Removes a file or a tree; gone already is no error.
+pub fn remove_path(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(_) => match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
             }
-        }
-        Ok(cleaned)
+            _ => Ok(()),
+        },
+        Err(_) => Ok(()),
     }
+}
+
+/// `.NAME.tmp-PID-…` files in `dir` left by a writer (`atomic_write`) killed between
+/// write and rename: their process is gone.
+pub fn stray_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) =
+            name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).and_then(|(_, rest)| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
 }
 
 impl TmpArea {
@@ -385,6 +422,33 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A store in a temp dir of its own, removed on drop (for unit tests).
+#[cfg(test)]
+pub(crate) struct TempStore(pub PathBuf, pub Store);
+
+#[cfg(test)]
+impl TempStore {
+    pub fn new(label: &str) -> TempStore {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "husk-{}-{}-{}",
+            label,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let store = Store::open(&p).unwrap();
+        TempStore(p, store)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +460,24 @@ mod tests {
         let ids = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(ids[0], a);
         assert_eq!(ids[1], sha256_digest(format!("{} {}", a, b).as_bytes()));
+    }
+
+    #[test]
+    fn scratch_areas_of_live_processes_are_never_stale() {
+        let s = TempStore::new("store-tmp");
+        let area = s.1.tmp_area().unwrap();
+        let tmp = s.1.root().join("tmp");
+        // a lock being made by this process, one by a process that is gone (pid_max is
+        // at most 2^22), and a scratch dir whose lock is gone
+        fs::write(tmp.join(format!(".x.lock.tmp-{}-0-0", std::process::id())), b"").unwrap();
+        fs::write(tmp.join(".y.lock.tmp-4194305-0-0"), b"").unwrap();
+        fs::create_dir(tmp.join("4194305-1-1")).unwrap();
+        let stale = s.1.stale_temp_paths().unwrap();
+        assert_eq!(stale, [tmp.join(".y.lock.tmp-4194305-0-0"), tmp.join("4194305-1-1")]);
+        assert_eq!(s.1.clean_tmp().unwrap(), 2);
+        assert!(area.dir.is_dir() && area.dir.with_extension("lock").is_file());
+        drop(area);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1); // this process's pending lock
     }
 
     #[test]
