@@ -363,8 +363,8 @@ fn write_spec(
     own_network: bool,
 ) -> Result<Spec> {
     let user_spec = args.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
-    let passwd = read_image_file(layers_top_first, "/etc/passwd");
-    let group = read_image_file(layers_top_first, "/etc/group");
+    let passwd = read_image_file(layers_top_first, "/etc/passwd")?;
+    let group = read_image_file(layers_top_first, "/etc/group")?;
     let user = resolve_user(&user_spec, passwd.as_deref(), group.as_deref())?;
     if ids.host_uid(user.uid).is_none() || ids.host_gid(user.gid).is_none() {
         bail!(
