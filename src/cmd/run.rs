@@ -396,6 +396,10 @@ fn write_spec(
     if !cwd.starts_with('/') {
         bail!("the working directory {:?} is not an absolute path", cwd);
     }
+    if cwd.contains('\0') {
+        bail!("the working directory {:?} contains a NUL byte; refused", cwd);
+    }
+    crate::ns::exec::check_limits(&command, &env)?;
     let spec = build(&SpecInput {
         args: command,
         env,
