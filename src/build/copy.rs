@@ -22,7 +22,7 @@
 use super::dockerignore::{self, EntryKind, Rules};
 use super::CopySpec;
 use crate::container::user::{read_image_file, resolve as resolve_user};
-use crate::layers::stack::{Found, Stack};
+use crate::layers::stack::{components, follow_links, Found, Node, Stack};
 use crate::layers::tarwrite::{Entry, Kind, TarWriter};
 use crate::sys::openat2;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -36,9 +36,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// Symlinks followed in one lookup before giving up (Linux's own limit).
-const MAX_LINKS: usize = 40;
 
 /// The build context: a directory husk only reads.
 pub struct Context {
@@ -667,52 +664,6 @@ fn resolve_dest(stack: &Stack, path: &[u8]) -> Result<Vec<u8>> {
     Ok(real)
 }
 
-/// What a path is, for `follow_links`.
-enum Node {
-    Missing,
-    Present,
-    /// A symlink, read at this host path.
-    Link(PathBuf),
-}
-
-/// Resolves `path` component by component, following symlinks inside the tree `node`
-/// describes (an absolute target starts again at its root; `..` stops at the root).
-/// Returns the path and whether it all exists; from the first missing component on,
-/// the rest is appended as written.
-fn follow_links(path: &[u8], node: impl Fn(&[u8]) -> Result<Node>) -> Result<(Vec<u8>, bool)> {
-    let mut pending: Vec<Vec<u8>> = components(path).into_iter().rev().collect();
-    let mut real: Vec<Vec<u8>> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        if c == b".." {
-            real.pop();
-            continue;
-        }
-        real.push(c);
-        match node(&real.join(&b'/'))? {
-            Node::Present => {}
-            Node::Link(host) => {
-                hops += 1;
-                if hops > MAX_LINKS {
-                    bail!("too many levels of symbolic links at /{}", display(path));
-                }
-                let target = fs::read_link(&host).with_context(|| format!("reading the link {}", host.display()))?;
-                let target = target.as_os_str().as_bytes();
-                real.pop();
-                if target.starts_with(b"/") {
-                    real.clear();
-                }
-                pending.extend(components(target).into_iter().rev());
-            }
-            Node::Missing => {
-                real.extend(pending.into_iter().rev().filter(|c| c != b".."));
-                return Ok((real.join(&b'/'), false));
-            }
-        }
-    }
-    Ok((real.join(&b'/'), true))
-}
-
 /// `--chown=user[:group]`: names from the image's /etc/passwd and /etc/group; a user
 /// without a group gets the group of the same number, as Docker documents.
 pub fn chown_ids(spec: &str, image_layers: &[PathBuf]) -> Result<(u64, u64)> {
@@ -723,8 +674,8 @@ pub fn chown_ids(spec: &str, image_layers: &[PathBuf]) -> Result<(u64, u64)> {
     if user.is_empty() || group.is_some_and(str::is_empty) {
         bail!("invalid --chown {:?}: expected USER[:GROUP]", spec);
     }
-    let passwd = read_image_file(image_layers, "/etc/passwd");
-    let groups = read_image_file(image_layers, "/etc/group");
+    let passwd = read_image_file(image_layers, "/etc/passwd")?;
+    let groups = read_image_file(image_layers, "/etc/group")?;
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
         Err(_) => {
@@ -793,24 +744,6 @@ fn hash_items(items: &[Item], source: &Source) -> Result<String> {
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// The components of a path, `.` and empty ones dropped; `..` kept for the caller
-/// (leading ones dropped: nothing is above the root).
-fn components(p: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for c in p.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if out.pop().is_none() {
-                    continue;
-                }
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    out
 }
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {

@@ -75,8 +75,8 @@ fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, hel
         bail!("RUN needs files to run: the image has no layers (FROM scratch)");
     }
     let top_first: Vec<PathBuf> = input.layers.iter().rev().map(|c| store.layer_diff(c)).collect::<Result<_>>()?;
-    let passwd = read_image_file(&top_first, "/etc/passwd");
-    let group = read_image_file(&top_first, "/etc/group");
+    let passwd = read_image_file(&top_first, "/etc/passwd")?;
+    let group = read_image_file(&top_first, "/etc/group")?;
     let user = resolve_user(&input.user, passwd.as_deref(), group.as_deref())?;
     if ids.host_uid(user.uid).is_none() || ids.host_gid(user.gid).is_none() {
         bail!(

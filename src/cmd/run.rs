@@ -366,8 +366,8 @@ fn write_spec(
     own_network: bool,
 ) -> Result<Spec> {
     let user_spec = args.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
-    let passwd = read_image_file(layers_top_first, "/etc/passwd");
-    let group = read_image_file(layers_top_first, "/etc/group");
+    let passwd = read_image_file(layers_top_first, "/etc/passwd")?;
+    let group = read_image_file(layers_top_first, "/etc/group")?;
     let user = resolve_user(&user_spec, passwd.as_deref(), group.as_deref())?;
     if ids.host_uid(user.uid).is_none() || ids.host_gid(user.gid).is_none() {
         bail!(
@@ -399,6 +399,10 @@ fn write_spec(
     if !cwd.starts_with('/') {
         bail!("the working directory {:?} is not an absolute path", cwd);
     }
+    if cwd.contains('\0') {
+        bail!("the working directory {:?} contains a NUL byte; refused", cwd);
+    }
+    crate::ns::exec::check_limits(&command, &env)?;
     let spec = build(&SpecInput {
         args: command,
         env,

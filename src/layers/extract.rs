@@ -16,7 +16,17 @@
 //!   `AT_SYMLINK_NOFOLLOW`;
 //! * OCI whiteouts are converted to overlayfs' form (char 0/0 device,
 //!   `user.overlay.opaque=y`); device nodes are never created.
+//!
+//! Bounds (a gzip or zstd stream of zeros inflates a thousandfold, so what a layer
+//! declares costs its sender nothing):
+//! * the tar reader may read at most [`MAX_HEADER_BYTES`] between one entry's data and
+//!   the next entry (tar-rs holds GNU long names and PAX records in memory whole);
+//! * every entry must fit on the layer directory's filesystem before it is written,
+//!   with a reserve kept free (1/64 of the filesystem, at most 256 MiB and 65536
+//!   inodes): a file declaring more is refused before any of its data is read, and
+//!   the disk never fills up.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -99,10 +109,13 @@ pub fn extract_layer<R: Read>(tar_stream: R, dest: &Path, opts: &ExtractOptions)
         cache: None,
         use_openat2: true,
         buf: vec![0u8; COPY_BUF_SIZE],
+        room: None,
     };
-    let mut archive = tar::Archive::new(tar_stream);
+    let meter = Rc::new(Meter::default());
+    let mut archive = tar::Archive::new(Metered { inner: tar_stream, meter: meter.clone() });
     let entries = archive.entries().context("reading layer tar")?;
     let mut last_name: Option<String> = None;
+    meter.headers_begin();
     for entry in entries {
         let mut entry = entry.map_err(|e| {
             let after = match &last_name {
@@ -111,11 +124,85 @@ pub fn extract_layer<R: Read>(tar_stream: R, dest: &Path, opts: &ExtractOptions)
             };
             anyhow!(e).context(format!("reading layer tar{after}"))
         })?;
-        last_name = Some(ex.entry(&mut entry)?);
+        meter.headers_end();
+        let name = ex.entry(&mut entry)?;
+        // Data no handler read (a symlink's or a directory's, say) is skipped here,
+        // outside the headers' budget.
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| anyhow!(e).context(format!("reading layer tar (entry {name:?})")))?;
+        last_name = Some(name);
+        meter.headers_begin();
     }
     ex.finish()?;
     Ok(ex.stats)
 }
+
+/// How much the tar reader may read between the end of one entry's data and the start
+/// of the next one's: the next header, its GNU long name and link name, its PAX records,
+/// a GNU sparse map and padding. tar-rs reads long names and PAX records into memory
+/// whole, whatever size they declare. Real ones take a few KiB (a long path, a few
+/// extended attributes of at most 64 KiB each).
+pub const MAX_HEADER_BYTES: u64 = 8 << 20;
+
+/// Counts what the tar reader reads and, between entries, stops it at
+/// [`MAX_HEADER_BYTES`].
+#[derive(Default)]
+struct Meter {
+    read: Cell<u64>,
+    /// While the reader is between entries: where that began.
+    headers_from: Cell<Option<u64>>,
+}
+
+impl Meter {
+    fn headers_begin(&self) {
+        self.headers_from.set(Some(self.read.get()));
+    }
+
+    fn headers_end(&self) {
+        self.headers_from.set(None);
+    }
+}
+
+struct Metered<R> {
+    inner: R,
+    meter: Rc<Meter>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut want = buf.len();
+        if let Some(from) = self.meter.headers_from.get() {
+            let used = self.meter.read.get() - from;
+            if used >= MAX_HEADER_BYTES {
+                return Err(std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "the headers of one entry (GNU long names, PAX records) take more than {} MiB; refused",
+                        MAX_HEADER_BYTES >> 20
+                    ),
+                ));
+            }
+            want = want.min(usize::try_from(MAX_HEADER_BYTES - used).unwrap_or(usize::MAX));
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        self.meter.read.set(self.meter.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// What the extraction may still write before it asks the filesystem again: free
+/// space and inodes as `fstatvfs` last reported them, less a reserve that husk always
+/// leaves free (1/64 of the filesystem, at most 256 MiB and 65536 inodes), less what
+/// was written since.
+struct Room {
+    bytes: u64,
+    inodes: u64,
+}
+
+const RESERVE_MAX_BYTES: u64 = 256 << 20;
+const RESERVE_MAX_INODES: u64 = 65536;
+/// What one entry costs at least (a block), whatever its size.
+const ENTRY_COST: u64 = 4096;
 
 /// Names the entry being processed in error messages.
 struct Cx {
@@ -174,6 +261,7 @@ struct Extractor {
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     use_openat2: bool,
     buf: Vec<u8>,
+    room: Option<Room>,
 }
 
 impl Extractor {
@@ -183,6 +271,13 @@ impl Extractor {
         let name = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
+            if entry.size() > MAX_HEADER_BYTES {
+                return Err(Cx::new(&name).refuse(format!(
+                    "a global PAX header of {} bytes (more than {} MiB); refused",
+                    entry.size(),
+                    MAX_HEADER_BYTES >> 20
+                )));
+            }
             return Ok(name);
         }
         self.stats.entries += 1;
@@ -209,6 +304,8 @@ impl Extractor {
             // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs, ...): never materialised.
             return Ok(name);
         }
+        let data = if is_dir || !(kind.is_file() || kind.is_contiguous()) { 0 } else { entry.size() };
+        self.claim_room(&cx, data)?;
         if let Some(p) = parents.iter().find(|c| c.starts_with(WHITEOUT_PREFIX)) {
             return Err(cx.refuse(format!("whiteout name {:?} used as a directory", String::from_utf8_lossy(p))));
         }
@@ -456,6 +553,50 @@ impl Extractor {
             futimens(fd, &m.atime, &m.mtime).map_err(|e| cx.sys(e, "setting the directory times"))?;
             self.cache = None; // keep at most one extra descriptor open
         }
+        Ok(())
+    }
+
+    /// Makes sure an entry with `data` bytes fits on the layer directory's filesystem
+    /// with the reserve left free; refuses it otherwise, before anything is written.
+    fn claim_room(&mut self, cx: &Cx, data: u64) -> Result<()> {
+        let cost = data.div_ceil(ENTRY_COST).saturating_add(1).saturating_mul(ENTRY_COST);
+        if let Some(room) = self.room.as_mut() {
+            if room.bytes >= cost && room.inodes >= 1 {
+                room.bytes -= cost;
+                room.inodes -= 1;
+                return Ok(());
+            }
+        }
+        // Out of what was measured (or never measured): ask the filesystem again.
+        let st = nix::sys::statvfs::fstatvfs(self.root.as_ref())
+            .map_err(|e| cx.sys(e, "measuring the free space of the store's filesystem"))?;
+        let unit = st.fragment_size().max(1);
+        let total = st.blocks().saturating_mul(unit);
+        let free = st.blocks_available().saturating_mul(unit);
+        let reserve = (total / 64).min(RESERVE_MAX_BYTES);
+        if free.saturating_sub(reserve) < cost {
+            return Err(cx.refuse(format!(
+                "{} of file data do not fit in the {} free on the store's filesystem (husk keeps {} free); refused",
+                crate::util::human_size(data),
+                crate::util::human_size(free),
+                crate::util::human_size(reserve)
+            )));
+        }
+        // Filesystems without an inode count (btrfs) report none at all.
+        let inodes = if st.files() == 0 {
+            u64::MAX
+        } else {
+            let reserve = (st.files() / 64).min(RESERVE_MAX_INODES);
+            let free = st.files_available();
+            if free.saturating_sub(reserve) < 1 {
+                return Err(cx.refuse(format!(
+                    "no inode left for it on the store's filesystem ({} free, husk keeps {} free); refused",
+                    free, reserve
+                )));
+            }
+            free - reserve
+        };
+        self.room = Some(Room { bytes: free - reserve - cost, inodes: inodes - 1 });
         Ok(())
     }
 
@@ -1711,6 +1852,75 @@ mod tests {
         let stats = extract_layer(&mut r, dest.path(), &opts()).unwrap();
         assert_eq!(stats.entries, 1);
         assert!(r.ends_with(b"TRAILER"), "{} bytes left", r.len());
+    }
+
+    /// A reader that counts what is read from it.
+    struct Counting<R> {
+        inner: R,
+        read: std::rc::Rc<Cell<u64>>,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn header_bombs_are_refused_after_a_bounded_read() {
+        // A PAX header, a GNU long name and long link each declaring 1 TiB of zeros
+        // (an endless stream): refused once 8 MiB were read, nothing of it kept.
+        for ty in [EntryType::XHeader, EntryType::GNULongName, EntryType::GNULongLink] {
+            let dest = TempDir::new("header-bomb");
+            let mut t = Tar::new();
+            t.file("before", 0o644, b"x");
+            let mut data = t.build();
+            data.truncate(data.len() - 1024); // no end-of-archive marker
+            let h = Tar::header(ty, b"././@LongLink", b"", 0o644, 1 << 40);
+            data.extend_from_slice(h.as_bytes());
+            let read = std::rc::Rc::new(Cell::new(0));
+            let stream = Counting { inner: (&data[..]).chain(std::io::repeat(0).take(1 << 40)), read: read.clone() };
+            let msg = expect_err(extract_layer(stream, dest.path(), &opts()), "more than 8 MiB");
+            assert!(msg.contains("after entry \"before\""), "{msg}");
+            assert!(read.get() < data.len() as u64 + MAX_HEADER_BYTES + (1 << 20), "{ty:?}: read {} bytes", read.get());
+        }
+        // A global PAX header is refused by its declared size.
+        let dest = TempDir::new("global-bomb");
+        let mut data = Vec::new();
+        data.extend_from_slice(Tar::header(EntryType::XGlobalHeader, b"g", b"", 0o644, 1 << 40).as_bytes());
+        let stream = (&data[..]).chain(std::io::repeat(0).take(1 << 40));
+        expect_err(extract_layer(stream, dest.path(), &opts()), "global PAX header");
+        // Data of a type that has none (a symlink's) is skipped outside the budget.
+        let dest = TempDir::new("symlink-data");
+        let mut t = Tar::new();
+        let mut h = Tar::header(EntryType::Symlink, b"l", b"target", 0o777, 0);
+        h.set_size(MAX_HEADER_BYTES + 4096);
+        t.raw(h, &vec![7u8; (MAX_HEADER_BYTES + 4096) as usize]);
+        t.file("after", 0o644, b"y");
+        let stats = extract(&t.build(), dest.path(), &opts()).unwrap();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(std::fs::read(dest.path().join("after")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn entries_that_do_not_fit_are_refused_before_their_data() {
+        let dest = TempDir::new("room");
+        let mut t = Tar::new();
+        t.file("small", 0o644, b"fits");
+        let mut data = t.build();
+        data.truncate(data.len() - 1024);
+        let mut h = Tar::header(EntryType::Regular, b"huge", b"", 0o644, 0);
+        h.set_size(1 << 60);
+        h.set_cksum();
+        data.extend_from_slice(h.as_bytes());
+        let read = std::rc::Rc::new(Cell::new(0));
+        let stream = Counting { inner: (&data[..]).chain(std::io::repeat(b'a').take(1 << 40)), read: read.clone() };
+        let msg = expect_err(extract_layer(stream, dest.path(), &opts()), "do not fit in the");
+        assert!(msg.contains("layer entry \"huge\"") && msg.contains("free on the store's filesystem"), "{msg}");
+        assert!(read.get() < data.len() as u64 + (1 << 20), "read {} bytes", read.get());
+        assert!(!dest.path().join("huge").exists());
     }
 
     #[test]

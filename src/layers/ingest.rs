@@ -74,8 +74,8 @@ pub fn ingest_layer(
         let fetcher = s.spawn(move || fetch_stage(source, target, blob_out, compressed_in));
         s.spawn(move || decompress_stage(compressed_out, target.compression, tar_in));
         let mut tar = HashingReader::new(tar_out, u64::MAX);
-        let extracted = extract_layer(&mut tar, &layer_tmp.join("diff"), opts)
-            .and_then(|stats| Ok((stats, tar.finish().context("decompressing")?.0)));
+        let extracted =
+            extract_layer(&mut tar, &layer_tmp.join("diff"), opts).and_then(|stats| Ok((stats, finish_tar(tar)?)));
         // The extractor's end of the pipe is gone now: decompression stops, while the
         // fetcher still reads and hashes the rest of the blob.
         let blob_result = fetcher.join().unwrap_or_else(|_| Err(anyhow::anyhow!("layer fetcher panicked")));
@@ -116,6 +116,23 @@ pub fn ingest_layer(
     };
     store.commit_layer(&layer_tmp, &info)?;
     Ok(info)
+}
+
+/// How much may follow a layer's end-of-archive marker: the second zero block and the
+/// padding of the last record (10 KiB with GNU tar's defaults). More is no tar data,
+/// only work: a gzip stream of zeros behind a small archive inflates to gigabytes that
+/// would all be decompressed and hashed for nothing.
+pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
+
+/// The diff id of a tar stream whose archive was read: what follows the end-of-archive
+/// marker counts too, up to [`MAX_TRAILING_BYTES`].
+fn finish_tar(mut tar: HashingReader<PipeReader>) -> Result<String> {
+    let trailing =
+        std::io::copy(&mut (&mut tar).take(MAX_TRAILING_BYTES + 1), &mut std::io::sink()).context("decompressing")?;
+    if trailing > MAX_TRAILING_BYTES {
+        bail!("more than {} MiB of data follow the end of the layer's tar archive; refused", MAX_TRAILING_BYTES >> 20);
+    }
+    Ok(tar.finish().context("decompressing")?.0)
 }
 
 const PIPE_CHUNKS: usize = 8;
@@ -172,9 +189,15 @@ fn decompress_stage(input: PipeReader, compression: Compression, out: PipeWriter
         Compression::Gzip => Ok(Box::new(GzipReader::new(input))),
         Compression::Zstd => zstd::Decoder::with_buffer(input).map(|d| Box::new(d) as Box<dyn Read>),
     };
+    // zstd's own messages ("Frame requires too much memory for decoding") do not say
+    // what they are about; the gzip reader's do.
+    let fail = |e: &std::io::Error| match compression {
+        Compression::Zstd => out.fail(&std::io::Error::new(e.kind(), format!("zstd stream: {}", e))),
+        _ => out.fail(e),
+    };
     let mut decoder = match decoder {
         Ok(d) => d,
-        Err(e) => return out.fail(&e),
+        Err(e) => return fail(&e),
     };
     loop {
         let mut buf = out.buffer();
@@ -186,7 +209,7 @@ fn decompress_stage(input: PipeReader, compression: Compression, out: PipeWriter
                     return;
                 }
             }
-            Err(e) => return out.fail(&e),
+            Err(e) => return fail(&e),
         }
     }
 }

@@ -47,6 +47,68 @@ pub fn find(cmd: &str, env: &[String]) -> Result<PathBuf, ExecError> {
     }
 }
 
+/// Checks, before a container is made, that the kernel will take this command line and
+/// environment: no string with a NUL byte (it would end the string there), none longer
+/// than MAX_ARG_STRLEN, and all of them together (with their pointers and the program's
+/// path) within a quarter of the stack size limit, as execve(2) counts. An image's
+/// config can ask for megabytes; refused here it is one clear line, not an exec failure.
+pub fn check_limits(args: &[String], env: &[String]) -> anyhow::Result<()> {
+    // SAFETY: sysconf and getrlimit only read process-wide values.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let max_string = 32 * page;
+    let stack = {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `lim` is a valid out-parameter.
+        if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } == 0 {
+            lim.rlim_cur
+        } else {
+            8 << 20
+        }
+    };
+    // fs/exec.c: at most 3/4 of _STK_LIM (8 MiB), at most a quarter of the stack
+    // limit, at least ARG_MAX (32 pages).
+    let limit = (6u64 << 20).min(stack / 4).max(32 * page);
+    let name = |e: &str| e.split('=').next().unwrap_or(e).to_string();
+    for (i, a) in args.iter().enumerate() {
+        if a.contains('\0') {
+            anyhow::bail!("argument {} of the command ({:?}) contains a NUL byte; refused", i, a);
+        }
+        if a.len() as u64 + 1 > max_string {
+            anyhow::bail!(
+                "argument {} of the command is too long: {} bytes, the kernel takes at most {} per string; refused",
+                i,
+                a.len(),
+                max_string
+            );
+        }
+    }
+    for e in env {
+        if e.contains('\0') {
+            anyhow::bail!("environment variable {} contains a NUL byte; refused", name(e));
+        }
+        if e.len() as u64 + 1 > max_string {
+            anyhow::bail!(
+                "environment variable {} is too long: {} bytes, the kernel takes at most {} per string; refused",
+                name(e),
+                e.len(),
+                max_string
+            );
+        }
+    }
+    let strings: u64 = args.iter().chain(env).map(|s| s.len() as u64 + 1).sum();
+    // the pointers, and the program's path (up to PATH_MAX) copied beside them
+    let total = strings + (args.len() + env.len()) as u64 * 8 + 4096;
+    if total > limit {
+        anyhow::bail!(
+            "the command's arguments and environment are too long together: {} bytes, the kernel takes at most {} \
+             (a quarter of the stack size limit); refused",
+            total,
+            limit
+        );
+    }
+    Ok(())
+}
+
 /// Replaces the process with the command; returns only on failure.
 pub fn exec(path: &Path, args: &[String], env: &[String]) -> ExecError {
     let to_c = |s: &str| CString::new(s).unwrap_or_default();

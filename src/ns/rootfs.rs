@@ -340,6 +340,7 @@ fn ensure_in_root_depth(root: &OwnedFd, dest: &Path, dir: bool, depth: u32) -> R
     match openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
+        Err(Errno::ELOOP) => bail!("{} leads through a magic link of /proc or a symlink loop; refused", dest.display()),
         Err(e) => return Err(e).with_context(|| format!("resolving {} in the rootfs", dest.display())),
     }
     let parent_path = rel.parent().filter(|p| !p.as_os_str().is_empty());
@@ -377,18 +378,19 @@ fn ensure_in_root_depth(root: &OwnedFd, dest: &Path, dir: bool, depth: u32) -> R
             openat2(root.as_raw_fd(), bytes.as_bytes(), OFlag::O_PATH | OFlag::O_CLOEXEC, resolve)
                 .with_context(|| format!("resolving {} in the rootfs", dest.display()))
         }
+        Err(Errno::ELOOP) => bail!("{} leads through a magic link of /proc or a symlink loop; refused", dest.display()),
         other => other.with_context(|| format!("resolving {} in the rootfs", dest.display())),
     }
 }
 
 /// Refuses a mount whose resolved destination is on procfs (a symlink in the image or
 /// in a bound directory can lead a path there that does not look like /proc).
-fn refuse_proc_target(target: &OwnedFd, m: &Mount) -> Result<()> {
+fn refuse_proc_target(target: &OwnedFd, destination: &Path) -> Result<()> {
     let on_proc = nix::sys::statfs::fstatfs(target)
         .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
         .unwrap_or(false);
     if on_proc {
-        bail!("{} resolves into /proc; nothing may be mounted there", m.destination().display());
+        bail!("{} resolves into /proc; nothing may be mounted there", destination.display());
     }
     Ok(())
 }
@@ -402,7 +404,7 @@ fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
         let source = m.source().as_ref().context("bind mount without a source")?;
         let is_dir = std::fs::metadata(source).with_context(|| format!("bind source {}", source.display()))?.is_dir();
         let target = ensure_in_root(root, m.destination(), is_dir)?;
-        refuse_proc_target(&target, m)?;
+        refuse_proc_target(&target, m.destination())?;
         let recursive = options.iter().any(|o| o == "rbind");
         bind(source, &fd_path(&target), false, recursive)?;
         if readonly {
@@ -414,7 +416,7 @@ fn mount_in_root(root: &OwnedFd, m: &Mount) -> Result<()> {
     }
     let target = ensure_in_root(root, m.destination(), true)?;
     if typ != "proc" {
-        refuse_proc_target(&target, m)?;
+        refuse_proc_target(&target, m.destination())?;
     }
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
@@ -491,6 +493,7 @@ fn write_etc_files(root: &OwnedFd, devdir: &OwnedFd, files: &[(String, String)])
         std::fs::File::from(fd).write_all(content.as_bytes()).with_context(|| format!("writing {}", dest))?;
         let source = fd_path(devdir).join(&name);
         let target = ensure_in_root(root, Path::new(dest), false)?;
+        refuse_proc_target(&target, Path::new(dest))?;
         bind(&source, &fd_path(&target), false, false)?;
         nix::unistd::unlinkat(Some(devdir.as_raw_fd()), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
     }
