@@ -666,7 +666,12 @@ impl Proxy {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        log.lock().unwrap().push(Request { method: method.clone(), target: target.clone(), headers });
+        log.lock().unwrap().push(Request {
+            method: method.clone(),
+            target: target.clone(),
+            headers,
+            at: std::time::Instant::now(),
+        });
         let Ok(mut back) = TcpStream::connect(("127.0.0.1", to)) else { return };
         if method == "CONNECT" {
             if conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {

@@ -10,4 +10,5 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod retry;
 pub mod upload;

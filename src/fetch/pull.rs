@@ -4,7 +4,7 @@ use super::manifest::{self, choose_platform, Parsed, PlatformSpec};
 use super::parallel;
 use super::progress::{Progress, ProgressReader};
 use super::reference::{is_valid_digest, Reference};
-use super::registry::{read_limited, RegistryClient, MAX_DOCUMENT};
+use super::registry::{RegistryClient, MAX_DOCUMENT};
 use crate::layers::extract::{ExtractOptions, Ownership};
 use crate::layers::gc::remove_unreferenced;
 use crate::layers::images::{parse_config, tag_manifest};
@@ -180,8 +180,11 @@ fn fetch_layer(
         info.blob.clear(); // the blob was there before this pull
         info
     } else {
-        let resp = client.get_blob(&digest)?;
-        let reader = ProgressReader { inner: resp, transfer: &transfer };
+        let label = format!("Layer {}", short(&digest));
+        let stream = client
+            .blob_stream(&digest, job.layer.size())?
+            .on_retry(move |line| progress.message(&format!("{}: {}", label, line)));
+        let reader = ProgressReader { inner: stream, transfer: &transfer };
         let info = ingest_layer(store, tmp, reader, &target, true, xopts)?;
         transfer.finish("done");
         info
@@ -261,7 +264,7 @@ fn fetch_document(client: &RegistryClient, desc: &Descriptor, what: &str) -> Res
     if desc.size() > MAX_DOCUMENT {
         bail!("{}: {} bytes is over the {} byte limit", what, desc.size(), MAX_DOCUMENT);
     }
-    let bytes = read_limited(client.get_blob(&digest)?, MAX_DOCUMENT, what)?;
+    let bytes = client.get_small_blob(&digest, MAX_DOCUMENT, what)?;
     if bytes.len() as u64 != desc.size() || sha256_digest(&bytes) != digest {
         bail!("{}: registry sent content that does not match {}", what, digest);
     }

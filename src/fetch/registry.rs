@@ -5,13 +5,16 @@
 use super::auth::{self, parse_challenge, Credentials};
 use super::config::is_insecure;
 use super::reference::{is_valid_digest, Reference};
+use super::retry::{self, is_transient, Retry, SlowGuard, Transient};
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::blocking::{Body, Client, Response};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode, Url};
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Manifests and configs larger than this are refused.
 pub const MAX_DOCUMENT: u64 = 4 << 20;
@@ -23,7 +26,11 @@ application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
 pub struct RegistryClient {
+    /// For requests without a body: an answer, and then each read of its body, must
+    /// come within `retry::io_timeout()`.
     http: Client,
+    /// For requests with a body (uploads), which may take as long as the upload does.
+    http_upload: Client,
     /// `https://host:port` or `http://host:port`
     base: Url,
     /// The registry as named in references, for messages and credentials.
@@ -80,17 +87,20 @@ impl RegistryClient {
         let scheme = if tls == Tls::Default && is_insecure(registry) { "http" } else { "https" };
         let base = Url::parse(&format!("{}://{}", scheme, host))
             .with_context(|| format!("invalid registry address {:?}", registry))?;
-        let http = Client::builder()
-            .danger_accept_invalid_certs(tls == Tls::NoVerify)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(std::sync::Arc::new(super::resolve::GetentResolver::default()))
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(None)
-            .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("creating the HTTP client")?;
+        let build = |timeout: Option<Duration>| {
+            Client::builder()
+                .danger_accept_invalid_certs(tls == Tls::NoVerify)
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(std::sync::Arc::new(super::resolve::GetentResolver::default()))
+                .connect_timeout(Duration::from_secs(20))
+                .timeout(timeout)
+                .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("creating the HTTP client")
+        };
         let mut client = RegistryClient {
-            http,
+            http: build(Some(retry::io_timeout()))?,
+            http_upload: build(None)?,
             base,
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -139,19 +149,15 @@ impl RegistryClient {
     /// GETs a manifest or index by tag or digest, refusing oversized bodies.
     pub fn get_manifest(&self, tag_or_digest: &str) -> Result<Document> {
         let url = self.url(&format!("/v2/{}/manifests/{}", self.repository, tag_or_digest))?;
-        let resp = self.send(reqwest::Method::GET, url, Some(MANIFEST_ACCEPT))?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, &format!("manifest {}", tag_or_digest)));
-        }
-        let media_type = resp
-            .headers()
+        let sep = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
+        let what = format!("manifest {}/{}{}{}", self.registry, self.repository, sep, tag_or_digest);
+        let (bytes, headers) =
+            self.get_document(url, Some(MANIFEST_ACCEPT), MAX_DOCUMENT, &what, &format!("manifest {}", tag_or_digest))?;
+        let media_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let sep = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
-        let what = format!("manifest {}/{}{}{}", self.registry, self.repository, sep, tag_or_digest);
-        let bytes = read_limited(resp, MAX_DOCUMENT, &what)?;
         let digest = crate::layers::store::sha256_digest(&bytes);
         if tag_or_digest.starts_with("sha256:") && digest != tag_or_digest {
             bail!(
@@ -164,17 +170,70 @@ impl RegistryClient {
         Ok(Document { bytes, media_type, digest })
     }
 
-    /// Starts a blob download; the caller streams and verifies the body.
-    pub fn get_blob(&self, digest: &str) -> Result<Response> {
+    /// GETs a small blob (a config) whole, refusing more than `limit` bytes; the caller
+    /// checks its digest.
+    pub fn get_small_blob(&self, digest: &str, limit: u64, what: &str) -> Result<Vec<u8>> {
+        let url = self.blob_url_checked(digest)?;
+        Ok(self.get_document(url, None, limit, what, &format!("blob {}", digest))?.0)
+    }
+
+    /// GETs a document of at most `limit` bytes, trying again (the whole request) when
+    /// the transfer fails on the way. `what` names it in size errors, `status_what` in
+    /// status errors.
+    fn get_document(
+        &self,
+        url: Url,
+        accept: Option<&str>,
+        limit: u64,
+        what: &str,
+        status_what: &str,
+    ) -> Result<(Vec<u8>, HeaderMap)> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(ACCEPT, HeaderValue::from_str(a)?);
+        }
+        let mut retry = Retry::new();
+        loop {
+            let (resp, _) = self.request_retrying(Method::GET, url.clone(), &headers, &mut retry)?;
+            if !resp.status().is_success() {
+                return Err(self.status_error(resp, status_what));
+            }
+            let headers = resp.headers().clone();
+            match read_limited(resp, limit, what) {
+                Ok(bytes) => return Ok((bytes, headers)),
+                Err(e) if is_transient(&e) => match retry.next_delay(None) {
+                    Some(delay) => std::thread::sleep(delay),
+                    None => bail!("{}; gave up after {} attempts", e, retry.tries()),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn blob_url_checked(&self, digest: &str) -> Result<Url> {
         if !is_valid_digest(digest) {
             bail!("registry {} named an invalid blob digest {:?}", self.registry, digest);
         }
-        let url = self.url(&format!("/v2/{}/blobs/{}", self.repository, digest))?;
-        let resp = self.send(reqwest::Method::GET, url, None)?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, &format!("blob {}", digest)));
-        }
-        Ok(resp)
+        self.url(&format!("/v2/{}/blobs/{}", self.repository, digest))
+    }
+
+    /// A blob download of `size` bytes as a reader that resumes where a broken transfer
+    /// stopped (see [`BlobStream`]); the caller verifies size and digest.
+    pub fn blob_stream(&self, digest: &str, size: u64) -> Result<BlobStream<'_>> {
+        let url = self.blob_url_checked(digest)?;
+        let mut stream = BlobStream {
+            client: self,
+            url,
+            digest: digest.to_string(),
+            size,
+            body: None,
+            offset: 0,
+            retry: Retry::new(),
+            resumes: 0,
+            on_retry: None,
+        };
+        stream.open().map_err(|e| e.error)?;
+        Ok(stream)
     }
 
     /// Sends a request, answering one auth challenge and following redirects. Only a
@@ -189,8 +248,55 @@ impl RegistryClient {
     }
 
     /// `send` with headers and a body; also returns the URL that answered (after
-    /// redirects), against which a relative `Location` in the answer is resolved.
+    /// redirects), against which a relative `Location` in the answer is resolved. A GET
+    /// or HEAD is tried again on a transient failure (see `retry`); a request with a
+    /// body is sent once.
     pub fn request(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &HeaderMap,
+        body: Option<BodyFn>,
+    ) -> Result<(Response, Url)> {
+        if body.is_none() && (method == Method::GET || method == Method::HEAD) {
+            return self.request_retrying(method, url, headers, &mut Retry::new());
+        }
+        self.request_once(method, url, headers, body)
+    }
+
+    /// A GET or HEAD tried until it gets an answer that is not a transient failure, or
+    /// `retry` has no try left: then the last answer (a status) or error is returned.
+    fn request_retrying(
+        &self,
+        method: Method,
+        url: Url,
+        headers: &HeaderMap,
+        retry: &mut Retry,
+    ) -> Result<(Response, Url)> {
+        loop {
+            let hint = match self.request_once(method.clone(), url.clone(), headers, None) {
+                Ok((resp, at)) if retry::transient_status(resp.status()) => {
+                    let hint = retry::retry_after(resp.headers(), SystemTime::now());
+                    if retry.clone().next_delay(hint).is_none() {
+                        return Ok((resp, at));
+                    }
+                    hint
+                }
+                Err(e) if is_transient(&e) => {
+                    if retry.clone().next_delay(None).is_none() {
+                        bail!("{}; gave up after {} attempts", e, retry.tries());
+                    }
+                    None
+                }
+                other => return other,
+            };
+            if let Some(delay) = retry.next_delay(hint) {
+                std::thread::sleep(delay);
+            }
+        }
+    }
+
+    fn request_once(
         &self,
         method: Method,
         url: Url,
@@ -217,8 +323,9 @@ impl RegistryClient {
         headers: &HeaderMap,
         body: Option<BodyFn>,
     ) -> Result<(Response, Url)> {
+        let http = if body.is_some() { &self.http_upload } else { &self.http };
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut req = http.request(method.clone(), url.clone()).headers(headers.clone());
             if let Some(make) = body {
                 req = req.body(make()?);
             }
@@ -304,21 +411,20 @@ impl RegistryClient {
         Ok(format!("Bearer {}", token))
     }
 
+    /// A failed request as one line. Failing to connect at all (refused, unknown host) is
+    /// permanent; a connection that broke or stalled after it was made is transient.
     fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
-        let mut cause = String::new();
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            cause = s.to_string();
-            src = s.source();
+        let msg = format!("cannot reach registry {}: {}", self.registry, retry::root_cause(&e));
+        if e.is_connect() || e.is_builder() || e.is_redirect() {
+            anyhow!(msg)
+        } else {
+            anyhow::Error::new(Transient(msg))
         }
-        if cause.is_empty() {
-            cause = e.to_string();
-        }
-        anyhow!("cannot reach registry {}: {}", self.registry, cause)
     }
 
     pub fn status_error(&self, resp: Response, what: &str) -> anyhow::Error {
         let status = resp.status();
+        let retry_after = retry::retry_after(resp.headers(), SystemTime::now()).filter(|d| *d > retry::MAX_RETRY_AFTER);
         let body = read_limited(resp, 64 << 10, "error").unwrap_or_default();
         let detail = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -349,6 +455,14 @@ impl RegistryClient {
                     detail
                 )
             }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => anyhow!(
+                "registry {} answered {} for {} ({}; it asks to wait {} s, more than husk waits)",
+                self.registry,
+                status.as_u16(),
+                what,
+                detail,
+                retry_after.unwrap_or_default().as_secs()
+            ),
             _ => anyhow!("registry {} answered {} for {} ({})", self.registry, status.as_u16(), what, detail),
         }
     }
@@ -387,7 +501,8 @@ fn merge_scopes(scopes: &[&str]) -> Vec<String> {
     merged.into_iter().map(|(r, a)| if a.is_empty() { r } else { format!("{}:{}", r, a.join(",")) }).collect()
 }
 
-/// Reads a body, refusing more than `limit` bytes whatever Content-Length says.
+/// Reads a body, refusing more than `limit` bytes whatever Content-Length says. A
+/// transfer that breaks or stalls on the way is a `Transient` error.
 pub fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
         if len > limit {
@@ -395,11 +510,182 @@ pub fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
         }
     }
     let mut buf = Vec::new();
-    resp.take(limit + 1).read_to_end(&mut buf).with_context(|| format!("reading {}", what))?;
+    if let Err(e) = SlowGuard::new(resp, retry::io_timeout()).take(limit + 1).read_to_end(&mut buf) {
+        return Err(anyhow::Error::new(Transient(format!("reading {}: {}", what, retry::root_cause(&e)))));
+    }
     if buf.len() as u64 > limit {
         bail!("{}: larger than {} bytes, refused", what, limit);
     }
     Ok(buf)
+}
+
+/// Why opening or reading a blob stream failed, and whether trying again may help.
+struct StreamError {
+    error: anyhow::Error,
+    transient: bool,
+}
+
+impl StreamError {
+    fn permanent(error: anyhow::Error) -> StreamError {
+        StreamError { error, transient: false }
+    }
+}
+
+/// Told what failed and what happens next, before a blob download is tried again.
+type RetryNote<'a> = Box<dyn Fn(&str) + Send + Sync + 'a>;
+
+/// A blob download that survives a broken or stalled transfer: the bytes read so far
+/// stay counted (and hashed, and kept, by whoever reads this stream), and the rest is
+/// asked for with `Range: bytes=<offset>-`. A registry answering 206 sends only the
+/// rest; one answering 200 (no ranges) sends the whole blob again, whose first `offset`
+/// bytes are skipped. Failures share one [`Retry`] budget per blob, so a download is
+/// tried at most `retry::ATTEMPTS` times in all.
+pub struct BlobStream<'a> {
+    client: &'a RegistryClient,
+    url: Url,
+    digest: String,
+    size: u64,
+    body: Option<SlowGuard<Response>>,
+    /// bytes handed out so far
+    offset: u64,
+    retry: Retry,
+    resumes: u32,
+    on_retry: Option<RetryNote<'a>>,
+}
+
+impl<'a> BlobStream<'a> {
+    /// Called with a line saying what failed and what happens next, before each retry.
+    pub fn on_retry(mut self, f: impl Fn(&str) + Send + Sync + 'a) -> Self {
+        self.on_retry = Some(Box::new(f));
+        self
+    }
+
+    /// How often the download was resumed at a nonzero offset.
+    pub fn resumes(&self) -> u32 {
+        self.resumes
+    }
+
+    /// Sends the GET for the bytes from `offset` on and leaves the body ready to read
+    /// from exactly there.
+    fn open(&mut self) -> std::result::Result<(), StreamError> {
+        let c = self.client;
+        let mut headers = HeaderMap::new();
+        if self.offset > 0 {
+            let range = HeaderValue::from_str(&format!("bytes={}-", self.offset))
+                .map_err(|e| StreamError::permanent(e.into()))?;
+            headers.insert(RANGE, range);
+            self.resumes += 1;
+        }
+        // A transport error comes back only when no try is left.
+        let (resp, _) = c
+            .request_retrying(Method::GET, self.url.clone(), &headers, &mut self.retry)
+            .map_err(StreamError::permanent)?;
+        let what = format!("blob {}", self.digest);
+        let status = resp.status();
+        let skip = match status {
+            StatusCode::PARTIAL_CONTENT if self.offset > 0 => {
+                let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                match parse_content_range(range) {
+                    Some((start, _)) if start == self.offset => 0,
+                    _ => {
+                        return Err(StreamError::permanent(anyhow!(
+                            "registry {} answered a request for {} from byte {} with the range {:?}",
+                            c.registry,
+                            what,
+                            self.offset,
+                            range
+                        )))
+                    }
+                }
+            }
+            StatusCode::OK => self.offset,
+            s if s.is_success() => {
+                return Err(StreamError::permanent(anyhow!(
+                    "registry {} answered {} for {}, expected 200 or 206",
+                    c.registry,
+                    s.as_u16(),
+                    what
+                )))
+            }
+            _ => return Err(StreamError::permanent(c.status_error(resp, &what))),
+        };
+        let mut body = SlowGuard::new(resp, retry::io_timeout());
+        if skip > 0 {
+            let skipped = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()).map_err(|e| {
+                StreamError { error: anyhow!("connection lost ({})", retry::root_cause(&e)), transient: true }
+            })?;
+            if skipped < skip {
+                return Err(StreamError {
+                    error: anyhow!("the registry sent only {} of {} bytes again", skipped, skip),
+                    transient: true,
+                });
+            }
+        }
+        self.body = Some(body);
+        Ok(())
+    }
+
+    /// A failed try: wait and go on, or the error to give up with.
+    fn failed(&mut self, e: StreamError) -> std::io::Result<()> {
+        self.body = None;
+        let done = format!("at byte {} of {}", self.offset, self.size);
+        if !e.transient {
+            return Err(std::io::Error::other(format!("{:#}", e.error)));
+        }
+        match self.retry.next_delay(None) {
+            Some(delay) => {
+                if let Some(f) = &self.on_retry {
+                    f(&format!("{:#} {}; resuming in {:.1?}", e.error, done, delay));
+                }
+                std::thread::sleep(delay);
+                Ok(())
+            }
+            None => Err(std::io::Error::other(format!(
+                "{:#} {}; gave up after {} attempts",
+                e.error,
+                done,
+                self.retry.tries()
+            ))),
+        }
+    }
+}
+
+impl Read for BlobStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.body.is_none() {
+                if let Err(e) = self.open() {
+                    self.failed(e)?;
+                    continue;
+                }
+            }
+            let Some(body) = self.body.as_mut() else { continue };
+            match body.read(buf) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                // Everything declared is here: the caller's digest check decides.
+                Err(_) if self.offset >= self.size => return Ok(0),
+                Err(e) => {
+                    let error = match e.kind() {
+                        std::io::ErrorKind::TimedOut => anyhow!("{}", retry::root_cause(&e)),
+                        _ => anyhow!("connection lost ({})", retry::root_cause(&e)),
+                    };
+                    self.failed(StreamError { error, transient: true })?;
+                }
+            }
+        }
+    }
+}
+
+/// `bytes START-END/TOTAL` (TOTAL may be `*`): START and END.
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let range = v.trim().strip_prefix("bytes ")?.split('/').next()?;
+    let (start, end) = range.split_once('-')?;
+    let digits = |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?;
+    let (start, end): (u64, u64) = (digits(start)?, digits(end)?);
+    (start <= end).then_some((start, end))
 }
 
 #[cfg(test)]
@@ -412,5 +698,14 @@ mod tests {
             vec!["repository:a:pull,push", "repository:b/c:pull", "registry:catalog:*"]
         );
         assert_eq!(merge_scopes(&["repository:a:pull"]), vec!["repository:a:pull"]);
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, 199)));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0)));
+        for bad in ["", "bytes */200", "bytes 5-4/10", "bytes -4/10", "items 1-2/3", "bytes 1-x/3", "bytes +1-2/3"] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
+        }
     }
 }

@@ -7,7 +7,12 @@
 //! * `FakeRegistry` is a `Server` answering from a table of canned responses (`Routes`)
 //!   that the test may change at any time.
 //! * `Resp` is a response; besides status, headers and body it can leave out the
-//!   Content-Length (`Length::Omit`) or close the connection part-way (`cut_after`).
+//!   Content-Length (`Length::Omit`) or declare any (`Length::Declared`), close the
+//!   connection part-way (`cut_after`) or reset it (`reset_after`), honour `Range:`
+//!   requests with 206 (`ranges`), wait before answering (`delay`), trickle its body
+//!   (`trickle`) or follow it with zeros forever (`endless`).
+//! * `FakeRegistry::once` queues one-shot answers for a path (503 then 200, …);
+//!   `Server::sent` tells how many body bytes each answer carried.
 //! * `Layer` and `Image` build gzip (any level) or uncompressed layers and a
 //!   single-platform image around them.
 //! * `sha256()`, `hex_part()` and `host_arch()` give digests and platform names.
@@ -16,13 +21,14 @@
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -83,6 +89,8 @@ pub struct Request {
     /// path and query, as sent
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// when its head had arrived
+    pub at: Instant,
 }
 
 impl Request {
@@ -113,6 +121,8 @@ pub enum Length {
     Exact,
     /// no header: the body ends when the connection closes
     Omit,
+    /// this Content-Length, whatever the body is
+    Declared(u64),
 }
 
 /// One response.
@@ -125,6 +135,17 @@ pub struct Resp {
     pub length: Length,
     /// Send only this many body bytes, then close the connection.
     pub cut_after: Option<usize>,
+    /// Send only this many body bytes, then reset the connection (RST).
+    pub reset_after: Option<usize>,
+    /// Answer `Range: bytes=N-` / `bytes=N-M` with 206 and that part of the body (416
+    /// when N is past its end).
+    pub ranges: bool,
+    /// Wait this long before sending anything.
+    pub delay: Option<Duration>,
+    /// Send the body one byte at a time, this far apart.
+    pub trickle: Option<Duration>,
+    /// After the body, send zeros until the client goes away.
+    pub endless: bool,
 }
 
 impl Resp {
@@ -135,6 +156,11 @@ impl Resp {
             body,
             length: Length::Exact,
             cut_after: None,
+            reset_after: None,
+            ranges: false,
+            delay: None,
+            trickle: None,
+            endless: false,
         }
     }
     pub fn blob(body: Vec<u8>) -> Resp {
@@ -152,8 +178,7 @@ impl Resp {
         Resp::error(401, "UNAUTHORIZED", "authentication required").header("WWW-Authenticate", www_authenticate)
     }
     pub fn redirect(status: u16, location: &str) -> Resp {
-        Resp { status, headers: Vec::new(), body: Vec::new(), length: Length::Exact, cut_after: None }
-            .header("Location", location)
+        Resp { status, headers: Vec::new(), ..Resp::blob(Vec::new()) }.header("Location", location)
     }
     pub fn header(mut self, k: &str, v: &str) -> Resp {
         self.headers.push((k.into(), v.into()));
@@ -167,18 +192,69 @@ impl Resp {
         self.cut_after = Some(n);
         self
     }
+    pub fn reset_after(mut self, n: usize) -> Resp {
+        self.reset_after = Some(n);
+        self
+    }
+    pub fn ranges(mut self) -> Resp {
+        self.ranges = true;
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Resp {
+        self.delay = Some(d);
+        self
+    }
+    pub fn trickle(mut self, gap: Duration) -> Resp {
+        self.trickle = Some(gap);
+        self
+    }
+    pub fn endless(mut self) -> Resp {
+        self.endless = true;
+        self
+    }
+
+    /// This response as the answer to `req`: with `ranges`, a satisfiable `Range:` gives
+    /// 206 and that part of the body, one past the end 416.
+    fn for_request(mut self, req: &Request) -> Resp {
+        let Some(range) = req.header("range").filter(|_| self.ranges && self.status == 200) else {
+            return self;
+        };
+        let len = self.body.len() as u64;
+        let parsed = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).and_then(|(a, b)| {
+            let start: u64 = a.parse().ok()?;
+            let end: u64 = if b.is_empty() { len.saturating_sub(1) } else { b.parse::<u64>().ok()?.min(len - 1) };
+            Some((start, end))
+        });
+        match parsed {
+            Some((start, end)) if start < len && start <= end => {
+                self.status = 206;
+                self.body = self.body[start as usize..=end as usize].to_vec();
+                self.headers.push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
+            }
+            _ => {
+                self.status = 416;
+                self.body = Vec::new();
+                self.headers.push(("Content-Range".into(), format!("bytes */{len}")));
+            }
+        }
+        self
+    }
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
         302 => "Found",
         307 => "Temporary Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Whatever",
     }
 }
@@ -195,8 +271,16 @@ pub struct Server {
     pub port: u16,
     addr: std::net::SocketAddr,
     log: Arc<Mutex<Vec<Request>>>,
+    sent: Arc<Sent>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// What the server sent: body bytes per answer, and in all (while they go out).
+#[derive(Default)]
+struct Sent {
+    answers: Mutex<Vec<(String, u64)>>,
+    total: AtomicU64,
 }
 
 impl Server {
@@ -222,9 +306,10 @@ impl Server {
         let port = addr.port();
         let handler: Arc<Handler> = Arc::new(Box::new(make(port)));
         let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let sent: Arc<Sent> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
-            let (log, stop) = (log.clone(), stop.clone());
+            let (log, sent, stop) = (log.clone(), sent.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("fake-server-{port}"))
                 .spawn(move || {
@@ -233,13 +318,13 @@ impl Server {
                             break;
                         }
                         let Ok(stream) = conn else { continue };
-                        let (log, handler) = (log.clone(), handler.clone());
-                        std::thread::spawn(move || serve_connection(stream, &**handler, &log));
+                        let (log, sent, stop, handler) = (log.clone(), sent.clone(), stop.clone(), handler.clone());
+                        std::thread::spawn(move || serve_connection(stream, &**handler, &log, &sent, &stop));
                     }
                 })
                 .expect("spawn a fake server")
         };
-        Server { port, addr, log, stop, accept: Some(accept) }
+        Server { port, addr, log, sent, stop, accept: Some(accept) }
     }
 
     /// "127.0.0.1:PORT" (the address it listens on)
@@ -249,6 +334,17 @@ impl Server {
 
     pub fn requests(&self) -> Vec<Request> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Body bytes of each finished answer: ("METHOD target", bytes), in the order the
+    /// answers ended.
+    pub fn sent(&self) -> Vec<(String, u64)> {
+        self.sent.answers.lock().unwrap().clone()
+    }
+
+    /// Body bytes sent so far in all, counted as they go out.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.total.load(Ordering::SeqCst)
     }
 
     /// Every request, one per line, for failure messages.
@@ -271,7 +367,13 @@ impl Drop for Server {
     }
 }
 
-fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send + Sync), log: &Mutex<Vec<Request>>) {
+fn serve_connection(
+    mut s: TcpStream,
+    handler: &(dyn Fn(&Request) -> Resp + Send + Sync),
+    log: &Mutex<Vec<Request>>,
+    sent: &Sent,
+    stop: &AtomicBool,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
     let mut head = Vec::new();
@@ -295,7 +397,7 @@ fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let req = Request { method, target, headers };
+    let req = Request { method, target, headers, at: Instant::now() };
     // A body (an upload) is read before the answer, as a registry does: a client may
     // give up sending once it sees an answer.
     let body_len: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -308,12 +410,16 @@ fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send
         }
     }
     log.lock().unwrap().push(req.clone());
-    let resp = handler(&req);
+    let resp = handler(&req).for_request(&req);
+    if let Some(d) = resp.delay {
+        sleep_unless(stop, d);
+    }
 
     let mut h = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     h.push_str("Docker-Distribution-API-Version: registry/2.0\r\n");
     match resp.length {
         Length::Exact => h.push_str(&format!("Content-Length: {}\r\n", resp.body.len())),
+        Length::Declared(n) => h.push_str(&format!("Content-Length: {n}\r\n")),
         Length::Omit => {}
     }
     for (k, v) in &resp.headers {
@@ -323,12 +429,51 @@ fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send
     if s.write_all(h.as_bytes()).is_err() {
         return;
     }
+    let mut count = 0u64;
     if req.method != "HEAD" {
-        let body = match resp.cut_after {
-            Some(n) => &resp.body[..n.min(resp.body.len())],
-            None => &resp.body[..],
+        let limit = resp.cut_after.or(resp.reset_after).unwrap_or(usize::MAX);
+        let body = &resp.body[..limit.min(resp.body.len())];
+        let mut send = |chunk: &[u8]| -> bool {
+            let ok = s.write_all(chunk).is_ok();
+            if ok {
+                count += chunk.len() as u64;
+                sent.total.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+            ok
         };
-        let _ = s.write_all(body);
+        let mut ok = true;
+        match resp.trickle {
+            Some(gap) => {
+                for b in body.chunks(1) {
+                    if stop.load(Ordering::SeqCst) || !send(b) {
+                        ok = false;
+                        break;
+                    }
+                    sleep_unless(stop, gap);
+                }
+            }
+            None => ok = send(body),
+        }
+        if ok && resp.endless && resp.cut_after.is_none() && resp.reset_after.is_none() {
+            let zeros = vec![0u8; 64 << 10];
+            while !stop.load(Ordering::SeqCst) && send(&zeros) {}
+        }
+    }
+    sent.answers.lock().unwrap().push((format!("{} {}", req.method, req.target), count));
+    if resp.reset_after.is_some() {
+        // SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on our own socket with a properly sized linger struct.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        return;
     }
     let _ = s.flush();
     let _ = s.shutdown(Shutdown::Write);
@@ -339,6 +484,14 @@ fn serve_connection(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Resp + Send
         if n == 0 {
             break;
         }
+    }
+}
+
+/// Sleeps `d`, or less when the server is stopping.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
     }
 }
 
@@ -405,16 +558,32 @@ impl Routes {
 pub struct FakeRegistry {
     server: Server,
     routes: Arc<Mutex<Routes>>,
+    once: Arc<Mutex<HashMap<String, VecDeque<Resp>>>>,
 }
 
 impl FakeRegistry {
     pub fn start() -> FakeRegistry {
         let routes: Arc<Mutex<Routes>> = Arc::default();
+        let once: Arc<Mutex<HashMap<String, VecDeque<Resp>>>> = Arc::default();
         let server = {
-            let routes = routes.clone();
-            Server::start(move |req| routes.lock().unwrap().answer(req))
+            let (routes, once) = (routes.clone(), once.clone());
+            Server::start(move |req| {
+                let queued = once.lock().unwrap().get_mut(req.path()).and_then(VecDeque::pop_front);
+                queued.unwrap_or_else(|| routes.lock().unwrap().answer(req))
+            })
         };
-        FakeRegistry { server, routes }
+        FakeRegistry { server, routes, once }
+    }
+
+    /// Answers the next request for `path` (without query) with `resp`, once; answers
+    /// queued for a path go out in order, before its route answers again.
+    pub fn once(&self, path: &str, resp: Resp) {
+        self.once.lock().unwrap().entry(path.to_string()).or_default().push_back(resp);
+    }
+
+    /// `/v2/<repo>/blobs/<digest>`
+    pub fn blob_path(repo: &str, digest: &str) -> String {
+        format!("/v2/{repo}/blobs/{digest}")
     }
 
     /// "127.0.0.1:PORT"
