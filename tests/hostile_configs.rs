@@ -15,13 +15,10 @@
 mod common;
 
 use common::hostile::{
-    bait_home, busybox_base, mounts_under, snapshot, snapshot_diff, ups, Header, ImageSpec, LayerBlob, Layout, Tar,
-    Victim,
+    busybox_base, check_refusal, husk_for_cases, tar, ups, Header, ImageSpec, LayerBlob, Pushed, Results, Victim,
 };
-use common::{reg, shared_registry, Husk, Output, TestUser};
+use common::{reg, Husk, TestUser};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -66,12 +63,6 @@ fn config(set: &[(&str, Value)]) -> Value {
 
 fn case(tag: &str, shape: &str, layers: Vec<Vec<u8>>, config: Value, expect: Expect) -> Case {
     Case { tag: tag.into(), shape: shape.into(), layers, config, opts: Vec::new(), expect }
-}
-
-fn tar(build: impl FnOnce(&mut Tar)) -> Vec<u8> {
-    let mut t = Tar::new();
-    build(&mut t);
-    t.finish()
 }
 
 /// An /etc/passwd and /etc/group (with `extra` passwd lines) in a layer.
@@ -332,80 +323,21 @@ fn cases(v: &Victim) -> Vec<Case> {
     out
 }
 
-struct Pushed {
-    victim: Victim,
-    cases: Vec<Case>,
-}
-
-fn pushed() -> &'static Pushed {
-    static P: OnceLock<&'static Pushed> = OnceLock::new();
+fn pushed() -> &'static Pushed<Case> {
+    static P: OnceLock<Pushed<Case>> = OnceLock::new();
     P.get_or_init(|| {
-        let reg = shared_registry();
-        let victim = Victim::new();
-        let cases = cases(&victim);
-        let mut layout = Layout::new();
-        for c in &cases {
-            layout.add(&ImageSpec {
-                tag: c.tag.clone(),
-                base: true,
-                layers: c.layers.iter().map(|t| LayerBlob::gzip(t)).collect(),
-                config: c.config.clone(),
-                raw_config: None,
-            });
-        }
-        layout.push_all(reg, REPO);
-        let p: &'static Pushed = Box::leak(Box::new(Pushed { victim, cases }));
-        let dir = p.victim.path().to_path_buf();
-        common::at_exit(Box::new(move || {
-            let _ = std::process::Command::new("rm").arg("-rf").arg(&dir).status();
-        }));
-        p
+        Pushed::new(REPO, cases, |c| ImageSpec {
+            tag: c.tag.clone(),
+            base: true,
+            layers: c.layers.iter().map(|t| LayerBlob::gzip(t)).collect(),
+            config: c.config.clone(),
+            raw_config: None,
+        })
     })
 }
 
 fn image(tag: &str) -> String {
     reg(&format!("{REPO}:{tag}"))
-}
-
-fn check_refusal(out: &Output, words: &[String]) -> Result<String, String> {
-    if out.status != 125 {
-        return Err(format!("expected a refusal (125): {out:?}"));
-    }
-    let text = out.stderr.trim_end_matches('\n');
-    if text.is_empty() || text.contains('\n') || !out.stdout.trim().is_empty() || text.contains("panicked") {
-        return Err(format!("a refusal must be exactly one line on stderr and nothing on stdout: {out:?}"));
-    }
-    let lower = text.to_lowercase();
-    // "a|b": either
-    let missing: Vec<&String> =
-        words.iter().filter(|w| !w.split('|').any(|alt| lower.contains(&alt.to_lowercase()))).collect();
-    if !missing.is_empty() {
-        return Err(format!("the refusal does not name {missing:?}: {text}"));
-    }
-    Ok(text.to_string())
-}
-
-struct Outside {
-    victim: BTreeMap<String, String>,
-    home: BTreeMap<String, String>,
-    mounts: Vec<String>,
-}
-
-fn outside(h: &Husk, victim: &Path) -> Outside {
-    let mut mounts = mounts_under(victim);
-    mounts.extend(mounts_under(&h.home));
-    mounts.extend(mounts_under(Path::new("/proc")));
-    Outside { victim: snapshot(victim, &[]), home: snapshot(&h.home, &[h.store()]), mounts }
-}
-
-fn changes(before: &Outside, after: &Outside) -> Vec<String> {
-    let mut d: Vec<String> =
-        snapshot_diff(&before.victim, &after.victim).into_iter().map(|l| format!("victim: {l}")).collect();
-    d.extend(snapshot_diff(&before.home, &after.home).into_iter().map(|l| format!("HOME: {l}")));
-    if before.mounts != after.mounts {
-        d.push(format!("mounts: {:?} -> {:?}", before.mounts, after.mounts));
-    }
-    d
 }
 
 fn containers(h: &Husk) -> usize {
@@ -443,48 +375,17 @@ fn run_case(h: &Husk, c: &Case) -> Result<String, String> {
 
 fn config_cases(user: TestUser) {
     let p = pushed();
-    let h = Husk::new(user);
-    bait_home(&h);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    let h = husk_for_cases(user);
     let t = Instant::now();
-    let mut failures = Vec::new();
-    let mut outcomes = Vec::new();
+    let mut results = Results::default();
     for c in &p.cases {
-        let before = outside(&h, p.victim.path());
-        let result = run_case(&h, c);
-        let changed = changes(&before, &outside(&h, p.victim.path()));
-        match (&result, changed.is_empty()) {
-            (Ok(o), true) => outcomes.push(format!("{:<30} {o}", c.tag)),
-            _ => failures.push(format!(
-                "{} ({}): {}{}",
-                c.tag,
-                c.shape,
-                result.as_ref().err().map(String::as_str).unwrap_or("outcome fine"),
-                if changed.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n    changed outside the store:\n      {}", changed.join("\n      "))
-                }
-            )),
-        }
+        results.case(&h, p.victim.path(), &c.tag, &c.shape, || run_case(&h, c));
     }
     assert!(h.leftover_processes().is_empty(), "processes left: {:?}", h.leftover_processes());
     let out = h.run(&["run", "--rm", "--network", "none", &reg("busybox:latest"), "echo", "still usable"]);
     out.assert_ok();
     assert_eq!(out.stdout, "still usable\n");
-    eprintln!(
-        "hostile configs as {user:?}: {} cases in {:.1?}\n  {}",
-        p.cases.len(),
-        t.elapsed(),
-        outcomes.join("\n  ")
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed as {user:?}:\n{}",
-        failures.len(),
-        p.cases.len(),
-        failures.join("\n")
-    );
+    results.report(&format!("hostile configs as {user:?}"), t.elapsed());
 }
 
 #[test]

@@ -21,10 +21,10 @@
 mod common;
 
 use common::hostile::{
-    bait_home, gzip_parts, mounts_under, snapshot, snapshot_diff, ups, Header, ImageSpec, LayerBlob, Layout, Tar,
-    Victim, BLOCK, VICTIM_CONTENT, VICTIM_FILE,
+    bait_home, check_refusal, gzip_parts, husk_for_cases, push_images, snapshot, snapshot_diff, tar, ups, Header,
+    ImageSpec, LayerBlob, Outside, Pushed, Results, Tar, Victim, BLOCK, VICTIM_CONTENT, VICTIM_FILE,
 };
-use common::{reg, shared_registry, Husk, Output, TestUser};
+use common::{reg, Husk, Output, TestUser};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -63,12 +63,6 @@ fn safe(script: &str, stdout: &str) -> Expect {
 
 fn case(tag: &'static str, shape: &'static str, layers: Vec<Vec<u8>>, expect: Expect) -> Case {
     Case { tag, shape, layers, expect, copy_mode: false }
-}
-
-fn tar(build: impl FnOnce(&mut Tar)) -> Vec<u8> {
-    let mut t = Tar::new();
-    build(&mut t);
-    t.finish()
 }
 
 /// The cases, aimed at `v` (absolute paths) and, through enough `..`, at it and the
@@ -686,30 +680,13 @@ fn cases(v: &Victim) -> Vec<Case> {
     ]
 }
 
-struct Pushed {
-    victim: Victim,
-    cases: Vec<Case>,
-}
-
 /// The victim, the cases, and their images in the shared registry (pushed once).
-fn pushed() -> &'static Pushed {
-    static P: OnceLock<&'static Pushed> = OnceLock::new();
+fn pushed() -> &'static Pushed<Case> {
+    static P: OnceLock<Pushed<Case>> = OnceLock::new();
     P.get_or_init(|| {
-        let reg = shared_registry();
-        let victim = Victim::new();
-        let cases = cases(&victim);
-        let mut layout = Layout::new();
-        for c in &cases {
-            let layers = c.layers.iter().map(|t| LayerBlob::gzip(t)).collect();
-            layout.add(&ImageSpec::on_busybox(c.tag, layers));
-        }
-        layout.push_all(reg, REPO);
-        let p: &'static Pushed = Box::leak(Box::new(Pushed { victim, cases }));
-        let dir = p.victim.path().to_path_buf();
-        common::at_exit(Box::new(move || {
-            let _ = std::process::Command::new("rm").arg("-rf").arg(&dir).status();
-        }));
-        p
+        Pushed::new(REPO, cases, |c| {
+            ImageSpec::on_busybox(c.tag, c.layers.iter().map(|t| LayerBlob::gzip(t)).collect())
+        })
     })
 }
 
@@ -752,46 +729,6 @@ fn tmp_leftovers(store: &Path) -> Vec<String> {
     out
 }
 
-/// The refusal contract: 125, nothing on stdout, one line naming `words`, no panic.
-fn check_refusal(out: &Output, what: &str, words: &[String]) -> Result<String, String> {
-    if out.status != 125 {
-        return Err(format!("{what}: expected a refusal (125): {out:?}"));
-    }
-    let text = out.stderr.trim_end_matches('\n');
-    if text.is_empty() || text.contains('\n') || !out.stdout.trim().is_empty() || text.contains("panicked") {
-        return Err(format!("{what}: a refusal must be exactly one line on stderr and nothing on stdout: {out:?}"));
-    }
-    let lower = text.to_lowercase();
-    let missing: Vec<&String> = words.iter().filter(|w| !lower.contains(&w.to_lowercase())).collect();
-    if !missing.is_empty() {
-        return Err(format!("{what}: the refusal does not name {missing:?}: {text}"));
-    }
-    Ok(text.to_string())
-}
-
-/// Snapshots of everything outside the store the images could reach.
-struct Outside {
-    victim: BTreeMap<String, String>,
-    home: BTreeMap<String, String>,
-    mounts: Vec<String>,
-}
-
-fn outside(h: &Husk, victim: &Path) -> Outside {
-    let mut mounts = mounts_under(victim);
-    mounts.extend(mounts_under(&h.home));
-    Outside { victim: snapshot(victim, &[]), home: snapshot(&h.home, &[h.store()]), mounts }
-}
-
-fn outside_changes(before: &Outside, after: &Outside) -> Vec<String> {
-    let mut d: Vec<String> =
-        snapshot_diff(&before.victim, &after.victim).into_iter().map(|l| format!("victim: {l}")).collect();
-    d.extend(snapshot_diff(&before.home, &after.home).into_iter().map(|l| format!("HOME: {l}")));
-    if before.mounts != after.mounts {
-        d.push(format!("mounts: {:?} -> {:?}", before.mounts, after.mounts));
-    }
-    d
-}
-
 /// Pull and run one case; returns its outcome ("refused: LINE" or "extracted").
 fn run_case(h: &Husk, c: &Case) -> Result<String, String> {
     let img = image(c.tag);
@@ -799,13 +736,13 @@ fn run_case(h: &Husk, c: &Case) -> Result<String, String> {
     let pull = h.run(&["pull", "-q", &img]);
     let outcome = match &c.expect {
         Expect::Refused(words) => {
-            let line = check_refusal(&pull, "pull", words)?;
+            let line = check_refusal(&pull, words).map_err(|e| format!("pull: {e}"))?;
             if store_state(&h.store()) != store_before {
                 return Err(format!("the refused pull changed the store's index, blobs or layers ({line})"));
             }
             // run pulls it again: the same refusal
             let run = h.run(&["run", "--rm", "-q", &img, "true"]);
-            check_refusal(&run, "run", words)?;
+            check_refusal(&run, words).map_err(|e| format!("run: {e}"))?;
             format!("refused: {line}")
         }
         Expect::Safe { script, stdout } => {
@@ -857,35 +794,16 @@ fn set_id_files_not_owned_by(h: &Husk) -> Vec<String> {
 
 fn layer_cases(user: TestUser) {
     let p = pushed();
-    let h = Husk::new(user);
-    bait_home(&h);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
-    let mut failures = Vec::new();
-    let mut outcomes = Vec::new();
+    let h = husk_for_cases(user);
     let t = Instant::now();
+    let mut results = Results::default();
     for c in &p.cases {
-        let before = outside(&h, p.victim.path());
-        let result = run_case(&h, c);
-        let changes = outside_changes(&before, &outside(&h, p.victim.path()));
-        match (&result, changes.is_empty()) {
-            (Ok(o), true) => outcomes.push(format!("{:<36} {o}", c.tag)),
-            _ => failures.push(format!(
-                "{} ({}): {}{}",
-                c.tag,
-                c.shape,
-                result.as_ref().err().map(String::as_str).unwrap_or("outcome fine"),
-                if changes.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n    changed outside the store:\n      {}", changes.join("\n      "))
-                }
-            )),
-        }
+        results.case(&h, p.victim.path(), c.tag, c.shape, || run_case(&h, c));
     }
     assert!(h.leftover_processes().is_empty(), "processes left: {:?}", h.leftover_processes());
     let setid = set_id_files_not_owned_by(&h);
     if !setid.is_empty() {
-        failures.push(format!("set-id files in the store not owned by the user: {setid:?}"));
+        results.failures.push(format!("set-id files in the store not owned by the user: {setid:?}"));
     }
     assert_eq!(fs::read(p.victim.path().join(VICTIM_FILE)).unwrap(), VICTIM_CONTENT);
     // The store still works: every hostile image goes, a normal one pulls and runs.
@@ -904,19 +822,7 @@ fn layer_cases(user: TestUser) {
     let out = h.run(&["run", "--rm", "--network", "none", &reg("busybox:latest"), "echo", "still usable"]);
     out.assert_ok();
     assert_eq!(out.stdout, "still usable\n");
-    eprintln!(
-        "hostile layers as {user:?}: {} cases in {:.1?}\n  {}",
-        p.cases.len(),
-        t.elapsed(),
-        outcomes.join("\n  ")
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed as {user:?}:\n{}",
-        failures.len(),
-        p.cases.len(),
-        failures.join("\n")
-    );
+    results.report(&format!("hostile layers as {user:?}"), t.elapsed());
 }
 
 /// The checks are not blind: each kind of change an escape could make to the victim
@@ -965,21 +871,20 @@ fn snapshots_see_every_change_outside_the_store() {
         ),
     ];
     for (what, change) in changes {
-        let before = outside(&h, v);
+        let before = Outside::of(&h, v);
         change();
-        let after = outside(&h, v);
-        let seen = outside_changes(&before, &after);
+        let seen = Outside::of(&h, v).changes_since(&before);
         assert!(!seen.is_empty(), "{what}: the snapshots did not see the change");
     }
-    let before = outside(&h, v);
+    let before = Outside::of(&h, v);
     let mounted = Tmpfs::mount(&v.join("dir"), "size=1m");
-    let seen = outside_changes(&before, &outside(&h, v));
+    let seen = Outside::of(&h, v).changes_since(&before);
     drop(mounted);
     assert!(!seen.is_empty(), "mount: the snapshots did not see it");
     // in the store, nothing is looked at
-    let before = outside(&h, v);
+    let before = Outside::of(&h, v);
     fs::write(h.store().join("anything"), b"x").unwrap();
-    assert!(outside_changes(&before, &outside(&h, v)).is_empty());
+    assert!(Outside::of(&h, v).changes_since(&before).is_empty());
 }
 
 #[test]
@@ -1012,13 +917,12 @@ fn header_block(typ: u8, name: &str, size: u64) -> Vec<u8> {
 fn bombs() -> &'static BTreeMap<&'static str, &'static str> {
     static B: OnceLock<BTreeMap<&'static str, &'static str>> = OnceLock::new();
     B.get_or_init(|| {
-        let reg = shared_registry();
         let zeros = vec![0u8; 64 << 20];
         let end = [0u8; 2 * BLOCK];
-        let mut layout = Layout::new();
+        let mut images = Vec::new();
         let mut described = BTreeMap::new();
         let mut add = |tag: &'static str, what: &'static str, layer: LayerBlob| {
-            layout.add(&ImageSpec::on_busybox(tag, vec![layer]));
+            images.push(ImageSpec::on_busybox(tag, vec![layer]));
             described.insert(tag, what);
         };
         // 10 GiB of zeros in one file: ~10 MB of gzip.
@@ -1081,7 +985,7 @@ fn bombs() -> &'static BTreeMap<&'static str, &'static str> {
                 diff_id: common::fake_registry::sha256(&small),
             },
         );
-        layout.push_all(reg, BOMBS);
+        push_images(BOMBS, images);
         described
     })
 }
@@ -1193,10 +1097,9 @@ fn refuse_bomb(h: &Husk, tag: &str, words: &[&str]) -> (String, u64, Duration) {
     let home_before = snapshot(&h.home, &[h.store()]);
     let img = bomb(tag);
     let (pull, least, took) = run_bounded(h, &["pull", "-q", &img], &h.home, MAX_MEMORY);
-    let line =
-        check_refusal(&pull, &format!("pull of {tag} ({})", bombs()[tag]), &words).unwrap_or_else(|e| panic!("{e}"));
+    let line = check_refusal(&pull, &words).unwrap_or_else(|e| panic!("pull of {tag} ({}): {e}", bombs()[tag]));
     let (run, _, _) = run_bounded(h, &["run", "--rm", "-q", &img, "true"], &h.home, MAX_MEMORY);
-    check_refusal(&run, &format!("run of {tag}"), &words).unwrap_or_else(|e| panic!("{e}"));
+    check_refusal(&run, &words).unwrap_or_else(|e| panic!("run of {tag}: {e}"));
     assert_eq!(store_state(&h.store()), store_before, "{tag}: the refused pull changed the store");
     assert_eq!(tmp_leftovers(&h.store()), Vec::<String>::new(), "{tag}: left in tmp/");
     let changes = snapshot_diff(&home_before, &snapshot(&h.home, &[h.store()]));
@@ -1245,9 +1148,7 @@ fn gzip_bombs_are_refused_before_the_disk_fills() {
 #[test]
 fn header_bombs_are_refused_in_bounded_memory() {
     bombs();
-    let h = Husk::new(TestUser::NoSub);
-    bait_home(&h);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    let h = husk_for_cases(TestUser::NoSub);
     for tag in ["pax-4g", "longname-4g", "longlink-4g"] {
         let (_, _, took) = refuse_bomb(&h, tag, &["more than 8 MiB"]);
         assert!(took < Duration::from_secs(60), "{tag}: took {took:?}");
@@ -1262,9 +1163,7 @@ fn header_bombs_are_refused_in_bounded_memory() {
 #[test]
 fn trailing_data_and_zstd_window_bombs_are_refused() {
     bombs();
-    let h = Husk::new(TestUser::NoSub);
-    bait_home(&h);
-    h.run(&["pull", "-q", &reg("busybox:latest")]).assert_ok();
+    let h = husk_for_cases(TestUser::NoSub);
     let (_, _, took) = refuse_bomb(&h, "trailing-10g", &["more than 1 MiB", "end of the layer's tar archive"]);
     assert!(took < Duration::from_secs(30), "trailing-10g: took {took:?}");
     refuse_bomb(&h, "zstd-window-2g", &["zstd", "memory"]);

@@ -212,6 +212,13 @@ impl Tar {
     }
 }
 
+/// A finished archive of what `build` writes.
+pub fn tar(build: impl FnOnce(&mut Tar)) -> Vec<u8> {
+    let mut t = Tar::new();
+    build(&mut t);
+    t.finish()
+}
+
 /// PAX records: "LEN key=value\n", LEN counting itself.
 pub fn pax_records(records: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -463,6 +470,39 @@ impl Layout {
     }
 }
 
+/// The cases of a test file, made against a victim that lives as long as the process,
+/// with their images pushed.
+pub struct Pushed<C> {
+    pub victim: &'static Victim,
+    pub cases: Vec<C>,
+}
+
+impl<C> Pushed<C> {
+    /// Makes the victim and the cases aimed at it, and pushes each case's image to `repo`.
+    pub fn new(repo: &str, cases: impl FnOnce(&Victim) -> Vec<C>, image: impl Fn(&C) -> ImageSpec) -> Pushed<C> {
+        let victim = Victim::for_process();
+        let cases = cases(victim);
+        push_images(repo, cases.iter().map(image));
+        Pushed { victim, cases }
+    }
+}
+
+/// A husk for `user` whose HOME has bait in it and whose store holds busybox.
+pub fn husk_for_cases(user: TestUser) -> Husk {
+    let h = super::husk_with_busybox(user);
+    bait_home(&h);
+    h
+}
+
+/// Writes `images` into a new layout and pushes them to `repo` in the shared registry.
+pub fn push_images(repo: &str, images: impl IntoIterator<Item = ImageSpec>) {
+    let mut layout = Layout::new();
+    for img in images {
+        layout.add(&img);
+    }
+    layout.push_all(super::shared_registry(), repo);
+}
+
 // ---------------------------------------------------------------------------
 // what the images aim at, and snapshots of it
 // ---------------------------------------------------------------------------
@@ -505,6 +545,16 @@ impl Victim {
             }
         }
         Victim { dir }
+    }
+
+    /// A victim for the whole test process, removed when it exits.
+    pub fn for_process() -> &'static Victim {
+        let v: &'static Victim = Box::leak(Box::new(Victim::new()));
+        let dir = v.path().to_path_buf();
+        super::at_exit(Box::new(move || {
+            let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+        }));
+        v
     }
 
     pub fn path(&self) -> &Path {
@@ -661,4 +711,104 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|l| l.split(' ').nth(4).is_some_and(|m| m == d || m.starts_with(&format!("{d}/"))))
         .map(String::from)
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// the contract every case is held to
+// ---------------------------------------------------------------------------
+
+/// A clean refusal: exit 125, nothing on stdout, exactly one line on stderr containing
+/// every one of `words` (case-insensitive; "a|b" is either), no panic. Returns the line.
+pub fn check_refusal(out: &super::Output, words: &[String]) -> Result<String, String> {
+    if out.status != 125 {
+        return Err(format!("expected a refusal (125): {out:?}"));
+    }
+    let text = out.stderr.trim_end_matches('\n');
+    if text.is_empty() || text.contains('\n') || !out.stdout.trim().is_empty() || text.contains("panicked") {
+        return Err(format!("a refusal must be exactly one line on stderr and nothing on stdout: {out:?}"));
+    }
+    let lower = text.to_lowercase();
+    let missing: Vec<&String> =
+        words.iter().filter(|w| !w.split('|').any(|alt| lower.contains(&alt.to_lowercase()))).collect();
+    if !missing.is_empty() {
+        return Err(format!("the refusal does not name {missing:?}: {text}"));
+    }
+    Ok(text.to_string())
+}
+
+/// Snapshots of everything outside the store an image could reach: the victim, the
+/// user's HOME but for the store, and the mounts under them and under /proc.
+pub struct Outside {
+    victim: BTreeMap<String, String>,
+    home: BTreeMap<String, String>,
+    mounts: Vec<String>,
+}
+
+impl Outside {
+    pub fn of(h: &Husk, victim: &Path) -> Outside {
+        let mut mounts = mounts_under(victim);
+        mounts.extend(mounts_under(&h.home));
+        mounts.extend(mounts_under(Path::new("/proc")));
+        Outside { victim: snapshot(victim, &[]), home: snapshot(&h.home, &[h.store()]), mounts }
+    }
+
+    /// One line per change since `before`.
+    pub fn changes_since(&self, before: &Outside) -> Vec<String> {
+        let mut d: Vec<String> =
+            snapshot_diff(&before.victim, &self.victim).into_iter().map(|l| format!("victim: {l}")).collect();
+        d.extend(snapshot_diff(&before.home, &self.home).into_iter().map(|l| format!("HOME: {l}")));
+        if before.mounts != self.mounts {
+            d.push(format!("mounts: {:?} -> {:?}", before.mounts, self.mounts));
+        }
+        d
+    }
+}
+
+/// What the cases came to: a line per case that passed (its outcome), a paragraph per
+/// case that did not.
+#[derive(Default)]
+pub struct Results {
+    pub outcomes: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+impl Results {
+    /// Runs one case (`run` gives its outcome, or why it failed) between two snapshots
+    /// of what is outside the store; any change there fails it too.
+    pub fn case(
+        &mut self,
+        h: &Husk,
+        victim: &Path,
+        tag: &str,
+        shape: &str,
+        run: impl FnOnce() -> Result<String, String>,
+    ) {
+        let before = Outside::of(h, victim);
+        let result = run();
+        let changes = Outside::of(h, victim).changes_since(&before);
+        match (&result, changes.is_empty()) {
+            (Ok(o), true) => self.outcomes.push(format!("{tag:<36} {o}")),
+            _ => self.failures.push(format!(
+                "{tag} ({shape}): {}{}",
+                result.as_ref().err().map(String::as_str).unwrap_or("outcome fine"),
+                if changes.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n    changed outside the store:\n      {}", changes.join("\n      "))
+                }
+            )),
+        }
+    }
+
+    /// Prints the outcomes and panics with the failures, if any.
+    pub fn report(&self, what: &str, took: std::time::Duration) {
+        let n = self.outcomes.len() + self.failures.len();
+        eprintln!("{what}: {n} cases in {took:.1?}\n  {}", self.outcomes.join("\n  "));
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {n} cases failed:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
 }
