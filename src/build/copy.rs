@@ -654,14 +654,7 @@ fn root_found(stack: &Stack, path: &[u8]) -> Option<Found> {
 /// `path` with the symlinks of the image followed (inside the image), as far as it
 /// exists; the rest is appended as written.
 fn resolve_dest(stack: &Stack, path: &[u8]) -> Result<Vec<u8>> {
-    let (real, _) = follow_links(path, |p| {
-        Ok(match stack.lookup_path(p) {
-            Some(Found::Other { path: host, meta, .. }) if meta.file_type().is_symlink() => Node::Link(host),
-            Some(_) => Node::Present,
-            None => Node::Missing,
-        })
-    })?;
-    Ok(real)
+    Ok(stack.follow(path)?.0)
 }
 
 /// `--chown=user[:group]`: names from the image's /etc/passwd and /etc/group; a user

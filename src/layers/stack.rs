@@ -98,14 +98,20 @@ impl Stack {
     /// are followed inside the image (an absolute target starts again at the image's
     /// root), never on the host. None when it does not exist (or is the root).
     pub fn resolve(&self, path: &[u8]) -> Result<Option<Found>> {
-        let (real, exists) = follow_links(path, |p| {
+        let (real, exists) = self.follow(path)?;
+        Ok(if exists { self.lookup_path(&real) } else { None })
+    }
+
+    /// `path` with the image's symlinks followed inside the image (`follow_links`): the
+    /// path they lead to, and whether it all exists.
+    pub fn follow(&self, path: &[u8]) -> Result<(Vec<u8>, bool)> {
+        follow_links(path, |p| {
             Ok(match self.lookup_path(p) {
                 Some(Found::Other { path: host, meta, .. }) if meta.file_type().is_symlink() => Node::Link(host),
                 Some(_) => Node::Present,
                 None => Node::Missing,
             })
-        })?;
-        Ok(if exists { self.lookup_path(&real) } else { None })
+        })
     }
 
     /// The names the merged directory shows, sorted by their bytes.

@@ -8,6 +8,8 @@
 //!   a user without any, each with a fresh HOME.
 //! * `umoci_unpack()` / `compare_trees()` reference extraction and tree comparison.
 //! * `fake_registry`     fake HTTP/1.1 registries in the test process and the images they serve.
+//! * `hostile`           tar archives written header by header, OCI layouts written by hand
+//!   and pushed with skopeo, a victim directory and snapshots (the hostile_* tests).
 //! * `pty::Terminal`     a real pseudo-terminal to drive `-t` sessions through.
 //! * `tls::Tls`, `tls::TlsFront` a test CA, and https + http on one port (tls-front.py).
 //!
@@ -15,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod fake_registry;
+pub mod hostile;
 pub mod pty;
 pub mod tls;
 
@@ -142,7 +145,8 @@ fn sha256_file(p: &Path) -> io::Result<String> {
 // run from an atexit handler, i.e. when the test binary's main returns or calls exit().
 static EXIT_HOOKS: Mutex<Vec<Box<dyn FnOnce() + Send>>> = Mutex::new(Vec::new());
 
-fn at_exit(f: Box<dyn FnOnce() + Send>) {
+/// Runs `f` when the test process exits (statics are never dropped).
+pub fn at_exit(f: Box<dyn FnOnce() + Send>) {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         extern "C" fn run_hooks() {
