@@ -44,6 +44,7 @@ const LOST_RACE: &[&str] = &[
     "must be forced",
     "was removed while the container was being made",
     "started again while being removed",
+    "is being started",
 ];
 
 fn record(tally: &Mutex<Tally>, kind: &'static str, args: &[&str], out: &Output) {
