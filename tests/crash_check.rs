@@ -12,11 +12,10 @@
 mod common;
 use common::reg;
 
-use common::{ensure_prereqs, pids_with_env, shared_registry, Husk, TempDir, TestUser};
+use common::kill::shoot;
+use common::{ensure_prereqs, pids_with_env, seed_from_env, shared_registry, Husk, Rng, TempDir, TestUser};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Kills per verb that must land while husk runs.
@@ -32,30 +31,10 @@ fn layered() -> String {
     reg("layered:latest")
 }
 
-/// splitmix64: small, seeded, good enough to spread kill delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, max).
-    fn below(&mut self, max: Duration) -> Duration {
-        max.mul_f64((self.next() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-}
-
 /// `HUSK_CRASH_SEED`, or one made from the clock; each verb's generator starts from it
 /// and the verb's name.
 fn seed(verb: &str) -> (u64, u64) {
-    let base = std::env::var("HUSK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let base = seed_from_env("HUSK_CRASH_SEED");
     let mixed = verb.bytes().fold(base, |h, b| h.wrapping_mul(0x100_0000_01b3) ^ b as u64);
     (base, mixed)
 }
@@ -86,64 +65,6 @@ fn kill_the_rest(h: &Husk) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The husk process among the children of `parent` (runuser), once it has exec'd.
-fn husk_child(parent: u32, husk_exe: &Path) -> Option<i32> {
-    for task in fs::read_dir(format!("/proc/{parent}/task")).ok()?.flatten() {
-        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-            if fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() == Some(husk_exe) {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
-
-/// One husk command run in the background, perhaps killed.
-struct Shot {
-    /// husk died of the SIGKILL before it finished
-    landed: bool,
-    /// how long husk ran (until it exited or was killed)
-    ran: Duration,
-    status: i32,
-    stderr: String,
-}
-
-/// Runs husk with `args` and, with `delay`, SIGKILLs husk itself that long after it
-/// started, then everything else of the command.
-fn shoot(h: &Husk, args: &[String], delay: Option<Duration>) -> Shot {
-    let husk_exe = fs::canonicalize(common::husk_bin()).unwrap();
-    let err_path = h.home.join(".shot-stderr");
-    let err = fs::File::create(&err_path).unwrap();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = h.cmd(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().unwrap();
-    let spawned = Instant::now();
-    let mut found = None;
-    while found.is_none() {
-        found = husk_child(child.id(), &husk_exe).map(|pid| (pid, Instant::now()));
-        if found.is_none() && child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(spawned.elapsed() < Duration::from_secs(20), "husk {args:?} did not start");
-        std::thread::yield_now();
-    }
-    let mut killed_at = None;
-    if let (Some(d), Some((pid, t0))) = (delay, found) {
-        std::thread::sleep(d.saturating_sub(t0.elapsed()));
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        killed_at = Some(t0.elapsed());
-    }
-    let st = child.wait().unwrap();
-    let ran = killed_at.unwrap_or_else(|| found.map(|(_, t0)| t0.elapsed()).unwrap_or_default());
-    if delay.is_some() {
-        kill_the_rest(h);
-    }
-    let status = st.code().unwrap_or(-1);
-    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = fs::remove_file(&err_path);
-    Shot { landed: status == 137 && stderr.contains("Killed"), ran, status, stderr }
 }
 
 /// `husk system check`: no damage, at most leftovers; returns the kinds of leftovers
@@ -199,6 +120,7 @@ fn crash(h: &Husk, verb: Verb) {
         // over the whole run and a little after: some kills come too late, on purpose
         let delay = rng.below(took.mul_f64(1.15));
         let shot = shoot(h, &verb.args, Some(delay));
+        kill_the_rest(h);
         shots += 1;
         let what = format!("`{cmd}` killed after {:.1?} (seed {base}, shot {shots})", shot.ran);
         if shot.landed {

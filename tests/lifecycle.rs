@@ -196,3 +196,29 @@ fn limits_that_cannot_be_applied_are_refused() {
     assert!(bad.stderr.contains("lots"), "{bad:?}");
     assert!(ps_json(&h, true).is_empty(), "nothing created");
 }
+
+/// A container another husk is starting (its state names a live starter, here a process
+/// of the test) is not removed from under it: `rm` refuses, `start` leaves it alone and
+/// `rm -f` waits until the start has ended (the starter exits), then removes it.
+#[test]
+fn rm_and_start_leave_a_container_being_started_alone() {
+    let h = setup(TestUser::NoSub);
+    let id =
+        h.run(&["create", "--name", "starting", &reg("busybox:latest"), "true"]).assert_ok().stdout.trim().to_string();
+    let mut starter = std::process::Command::new("sleep").arg("1.5").spawn().unwrap();
+    let pid = starter.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_time: u64 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(19).unwrap().parse().unwrap();
+    let state_file = h.store().join("containers").join(&id).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["starter"] = serde_json::json!({"pid": pid, "start_time": start_time});
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap(); // in place: the user's file
+    let out = h.run(&["rm", "starting"]);
+    assert!(out.stderr.contains("container starting is being started"), "{out:?}");
+    h.run(&["start", "starting"]).assert_ok(); // nothing to do: it is being started
+    assert_eq!(status_of(&h, "starting"), "created");
+    let t = Instant::now();
+    h.run(&["rm", "-f", "starting"]).assert_ok();
+    assert!(starter.try_wait().unwrap().is_some(), "rm -f returned after {:?}, before the start ended", t.elapsed());
+    assert!(ps_json(&h, true).is_empty());
+}

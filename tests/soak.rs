@@ -9,7 +9,7 @@
 mod common;
 use common::reg;
 
-use common::{ensure_prereqs, pids_with_env, shared_registry, Husk, Output, TestUser};
+use common::{ensure_prereqs, pids_with_env, seed_from_env, shared_registry, Husk, Output, Rng, TestUser};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,23 +24,6 @@ fn images() -> [String; 3] {
 
 fn marker(h: &Husk) -> String {
     format!("HUSK_SOAK_MARKER={}", h.home.display())
-}
-
-/// splitmix64
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn pick<'a, T>(&mut self, from: &'a [T]) -> Option<&'a T> {
-        (!from.is_empty()).then(|| &from[(self.next() % from.len() as u64) as usize])
-    }
 }
 
 /// What became of each kind of operation.
@@ -61,6 +44,7 @@ const LOST_RACE: &[&str] = &[
     "must be forced",
     "was removed while the container was being made",
     "started again while being removed",
+    "is being started",
 ];
 
 fn record(tally: &Mutex<Tally>, kind: &'static str, args: &[&str], out: &Output) {
@@ -140,9 +124,7 @@ fn soak_of_concurrent_commands_on_one_store() {
     ensure_prereqs();
     shared_registry();
     let secs: u64 = std::env::var("HUSK_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
-    let seed: u64 = std::env::var("HUSK_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = seed_from_env("HUSK_SOAK_SEED");
     let h = Husk::new(TestUser::Sub);
     h.run(&["pull", "-q", &images()[0]]).assert_ok();
     let tally = Mutex::new(Tally::default());

@@ -123,6 +123,7 @@ fn run_held(store: &Store, tmp: &TmpArea, ids: &IdMapping, input: &RunInput, hel
             status: "created",
             settings,
             volumes: Vec::new(),
+            starting: true,
         },
         |c| {
             let mut env = env.clone();

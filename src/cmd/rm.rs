@@ -21,6 +21,9 @@ pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
     let mut in_user_namespace = false;
     let code = super::each(&args.containers, |name| {
         let mut c = Container::find(&store, name)?;
+        if args.force {
+            control::wait_while_starting(&mut c)?;
+        }
         if c.is_up() {
             if !args.force {
                 bail!("container {} is running: stop it first or use rm -f", name);
@@ -31,6 +34,9 @@ pub fn run(ctx: &Ctx, args: RmArgs) -> Result<i32> {
         c.reload()?;
         if c.is_up() {
             bail!("container {} started again while being removed", name);
+        }
+        if c.is_starting() {
+            bail!("container {} is being started: stop it once it runs, or use rm -f", name);
         }
         let volumes = c.state.volumes.clone();
         let removed = c.remove_from_sight(&store)?;

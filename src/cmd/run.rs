@@ -294,6 +294,7 @@ pub fn create(
             status,
             settings,
             volumes: mounts.volumes.clone(),
+            starting,
         },
         |container| {
             write_spec(

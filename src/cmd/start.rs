@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, args: StartArgs) -> Result<i32> {
     let store = ctx.store()?;
     let mut c = Container::find(&store, &args.containers[0])?;
     let userns = usernet::begin_user_namespace(&store, usernet::network_of(&c).as_deref())?;
-    if c.is_up() && c.live_pid().is_some() {
+    if !c.claim_start()? {
         bail!("container {} is already running", args.containers[0]);
     }
     c.state.settings.interactive = args.interactive;
@@ -49,9 +49,9 @@ pub fn start_detached(ctx: &Ctx, names: &[String]) -> Result<i32> {
     }
     let mut userns = Some(usernet::begin_user_namespace(&store, networks[0].as_deref())?);
     super::each(names, |name| {
-        let c = Container::find(&store, name)?;
-        if c.is_up() && c.live_pid().is_some() {
-            return Ok(());
+        let mut c = Container::find(&store, name)?;
+        if !c.claim_start()? {
+            return Ok(()); // running, or being started
         }
         let spec = c.spec()?;
         match launch::detached(&store, c, &spec, userns.take())? {

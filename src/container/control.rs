@@ -48,6 +48,17 @@ pub fn wait_until_down(c: &mut Container, timeout: Option<Duration>) -> Result<b
     }
 }
 
+/// Waits while another husk starts the container (until it runs, or its start failed),
+/// so that it can be stopped or removed as it is then.
+pub fn wait_while_starting(c: &mut Container) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.is_starting() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        c.reload()?;
+    }
+    Ok(())
+}
+
 /// Docker's stop: the stop signal, then SIGKILL after `grace`.
 pub fn stop(c: &mut Container, grace: Duration) -> Result<()> {
     if !c.is_up() {

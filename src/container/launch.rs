@@ -113,6 +113,7 @@ pub(super) fn record_started(c: &mut Container, pid: Pid, monitor: Pid) -> Resul
     let _l = c.lock()?;
     c.reload()?;
     c.state.status = "running".into();
+    c.state.starter = None;
     c.state.pid = process::identify(pid.as_raw());
     c.state.monitor = process::identify(monitor.as_raw());
     c.state.started_at = Some(rfc3339(std::time::SystemTime::now()));

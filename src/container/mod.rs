@@ -63,6 +63,10 @@ pub struct State {
     /// While it runs on a user-defined network: its address there.
     #[serde(default)]
     pub endpoint: Option<netdef::Endpoint>,
+    /// The husk starting the container, from before its process is made until it runs
+    /// (or its start failed): `rm` and `start` leave it alone meanwhile.
+    #[serde(default)]
+    pub starter: Option<Process>,
 }
 
 /// A process identified beyond its pid.
@@ -107,6 +111,8 @@ pub struct NewContainer<'a> {
     pub status: &'a str,
     pub settings: Settings,
     pub volumes: Vec<volume::VolumeMount>,
+    /// This husk starts it right away (see `State::starter`).
+    pub starting: bool,
 }
 
 pub struct Container {
@@ -314,7 +320,7 @@ impl Container {
         new: NewContainer,
         write_files: impl FnOnce(&Container) -> Result<T>,
     ) -> Result<(Container, T)> {
-        let NewContainer { name, image, image_id, layers, command, status, settings, volumes } = new;
+        let NewContainer { name, image, image_id, layers, command, status, settings, volumes, starting } = new;
         fs::create_dir_all(names_dir(store))?;
         fs::create_dir_all(containers_dir(store))?;
         remove_leftovers(store, false);
@@ -354,6 +360,7 @@ impl Container {
                 status: status.into(),
                 settings,
                 volumes,
+                starter: starting.then(|| process::identify(std::process::id() as i32)).flatten(),
                 ..State::default()
             };
             let written = write_files(&c)?;
@@ -387,6 +394,7 @@ impl Container {
 
     pub fn set_exited(&mut self, code: i32) -> Result<()> {
         self.state.status = "exited".into();
+        self.state.starter = None;
         self.state.pid = None;
         self.state.monitor = None;
         self.state.endpoint = None;
@@ -479,6 +487,24 @@ impl Container {
     /// Whether the status says running or paused.
     pub fn is_up(&self) -> bool {
         matches!(self.state.status.as_str(), "running" | "paused")
+    }
+
+    /// Whether a live husk is starting it (it does not run yet).
+    pub fn is_starting(&self) -> bool {
+        !self.is_up() && self.state.starter.is_some_and(|p| process::is_alive(&p))
+    }
+
+    /// Makes this husk the one that starts the container, under its lock; false when
+    /// it runs already or another husk is starting it.
+    pub fn claim_start(&mut self) -> Result<bool> {
+        let _l = self.lock()?;
+        self.reload()?;
+        if (self.is_up() && self.live_pid().is_some()) || self.is_starting() {
+            return Ok(false);
+        }
+        self.state.starter = process::identify(std::process::id() as i32);
+        self.save()?;
+        Ok(true)
     }
 
     /// `reap_orphan` under the container's lock, for a container found up without its

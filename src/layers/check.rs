@@ -20,6 +20,7 @@
 //! blob is sound is replaced by a fresh extraction; what is damaged otherwise is
 //! removed, and an image missing parts is dropped from `index.json` so that a pull
 //! fetches it again), and the store is checked again, until nothing new is found.
+use super::diff::{same_content, sorted_names};
 use super::extract::{extract_layer, ExtractOptions, Ownership};
 use super::images::{normalize, parse_config};
 use super::store::{chain_ids, hex_of, remove_path, sha256_digest, HashingReader, LayerInfo, Store, TmpArea};
@@ -30,7 +31,7 @@ use oci_spec::image::{Descriptor, ImageManifest};
 use sha2::{Digest as _, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -699,7 +700,7 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> Result<Vec<String>> {
     let mut diffs = Vec::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
-        let (want, have) = (names(&expected.join(&rel))?, names(&actual.join(&rel))?);
+        let (want, have) = (sorted_names(&expected.join(&rel))?, sorted_names(&actual.join(&rel))?);
         for name in have.iter().filter(|n| !want.contains(n)) {
             diffs.push(format!("/{} is not in the blob", rel.join(name).display()));
         }
@@ -720,15 +721,6 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> Result<Vec<String>> {
     }
     diffs.sort();
     Ok(diffs)
-}
-
-fn names(dir: &Path) -> Result<Vec<OsString>> {
-    let mut v = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| Ok(e?.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    v.sort();
-    Ok(v)
 }
 
 /// What differs between two entries of the same name, if anything.
@@ -777,31 +769,6 @@ fn entry_difference(expected: &Path, actual: &Path) -> Result<Option<String>> {
         return Ok(Some("other extended attributes".into()));
     }
     Ok(None)
-}
-
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-    loop {
-        let n = read_fully(&mut fa, &mut ba)?;
-        if n != read_fully(&mut fb, &mut bb)? || ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_fully(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// Every extended attribute of `path` (not following a symlink) that this process can read.

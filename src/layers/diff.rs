@@ -527,7 +527,8 @@ fn attrs_differ(a: &Metadata, b: &Metadata) -> bool {
     (a.mode() & 0o7777, a.uid(), a.gid()) != (b.mode() & 0o7777, b.uid(), b.gid())
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
+/// Whether two files (neither a symlink) hold the same bytes.
+pub(crate) fn same_content(a: &Path, b: &Path) -> Result<bool> {
     let open = |p: &Path| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -561,7 +562,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
+/// The names in `dir`, sorted.
+pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
     let mut names: Vec<OsString> = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .map(|e| e.map(|e| e.file_name()))

@@ -18,6 +18,7 @@
 
 pub mod fake_registry;
 pub mod hostile;
+pub mod kill;
 pub mod pty;
 pub mod tls;
 
@@ -139,6 +140,37 @@ fn sha256_file(p: &Path) -> io::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// splitmix64: a small seeded generator, for tests whose random choices a printed seed
+/// repeats.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, max).
+    pub fn below(&mut self, max: Duration) -> Duration {
+        max.mul_f64((self.next() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// One of `from`, none if it is empty.
+    pub fn pick<'a, T>(&mut self, from: &'a [T]) -> Option<&'a T> {
+        (!from.is_empty()).then(|| &from[(self.next() % from.len() as u64) as usize])
+    }
+}
+
+/// The seed in the environment variable `var`, or one made from the clock.
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
 }
 
 // Cleanup at process exit (statics are never dropped). Functions registered here
