@@ -13,3 +13,6 @@ pub mod sources;
 pub mod stack;
 pub mod store;
 pub mod tarwrite;
+
+#[cfg(test)]
+mod fuzz_regressions;
