@@ -315,7 +315,7 @@ fn httpdate(t: std::time::SystemTime) -> String {
 /// A `Retry-After` longer than husk is willing to wait ends the pull at once.
 #[test]
 fn too_many_requests_with_a_long_retry_after_fails_at_once() {
-    let (reg, img, _, _) = serve_big(8);
+    let (reg, _, _, _) = serve_big(8);
     reg.route(
         "/v2/app/manifests/v1",
         Resp::error(429, "TOOMANYREQUESTS", "rate limited").header("Retry-After", "3600"),
@@ -374,7 +374,7 @@ fn permanent_errors_are_not_retried() {
 /// An answer that never comes: each try times out (`HUSK_REGISTRY_TIMEOUT`, here 1 s).
 #[test]
 fn a_registry_that_never_answers_times_out() {
-    let (reg, img, _, _) = serve_big(12);
+    let (reg, _, _, _) = serve_big(12);
     let manifest = "/v2/app/manifests/v1";
     reg.route(manifest, Resp::json(200, json!({})).delay(Duration::from_secs(60)));
     let h = husk();
