@@ -159,7 +159,8 @@ fn main() {
     let code = match dispatch(cli, early_userns) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {:#}", e);
+            // One line, whatever the registry or the tar that caused it wrote.
+            eprintln!("Error: {}", husk::util::one_line(&format!("{:#}", e)));
             125
         }
     };

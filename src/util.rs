@@ -134,6 +134,26 @@ fn make_writable(path: &Path) {
     }
 }
 
+/// `s` on one line and harmless on a terminal, for messages that quote what others
+/// wrote (a tar header's bytes, a registry's error text): control characters (newlines,
+/// escape sequences) and bidirectional-text overrides become Rust escapes (`\n`,
+/// `\u{1b}`); everything else stays as it is.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Human size as Docker prints it (base 1000): "5.59MB", "121MB".
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -188,6 +208,14 @@ mod tests {
         assert_eq!(human_size(5_590_000), "5.59MB");
         assert_eq!(human_size(121_000_000), "121MB");
         assert_eq!(human_size(45_500_000), "45.5MB");
+    }
+
+    #[test]
+    fn one_line_escapes_what_a_terminal_would_act_on() {
+        assert!(matches!(one_line("plain: ünïcode ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(one_line("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(one_line("\u{1b}[31mred\u{7f}\u{85}"), "\\u{1b}[31mred\\u{7f}\\u{85}");
+        assert_eq!(one_line("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
     }
 }
 

@@ -59,6 +59,15 @@ fn blob_path(repo: &str, img: &Image) -> String {
     FakeRegistry::blob_path(repo, &img.layers[0].digest())
 }
 
+/// A registry serving `app:v1`, a `big_image(seed)`; the path and bytes of its layer blob.
+fn serve_big(seed: u64) -> (FakeRegistry, Image, String, Vec<u8>) {
+    let reg = FakeRegistry::start();
+    let img = big_image(seed);
+    reg.serve("app", "v1", &img);
+    let (path, blob) = (blob_path("app", &img), img.layers[0].blob.clone());
+    (reg, img, path, blob)
+}
+
 /// The requests for `path` (query ignored), in order.
 fn requests_for(reg: &FakeRegistry, path: &str) -> Vec<common::fake_registry::Request> {
     reg.server().requests().into_iter().filter(|r| r.path() == path).collect()
@@ -130,12 +139,8 @@ fn expect_failure(h: &Husk, env: &[(&str, &str)], reference: &str, names: &[&str
 /// The connection closes after a third of the blob; the registry honours `Range:`.
 #[test]
 fn cut_download_resumes_with_a_range_request() {
-    let reg = FakeRegistry::start();
-    let img = big_image(1);
-    let path = blob_path("app", &img);
-    let blob = img.layers[0].blob.clone();
+    let (reg, img, path, blob) = serve_big(1);
     let cut = blob.len() / 3;
-    reg.serve("app", "v1", &img);
     reg.blob("app", &img.layers[0].digest(), Resp::blob(blob.clone()).ranges());
     reg.once(&path, Resp::blob(blob.clone()).cut_after(cut));
 
@@ -154,12 +159,8 @@ fn cut_download_resumes_with_a_range_request() {
 /// The connection is reset (RST) part-way; the registry honours `Range:`.
 #[test]
 fn reset_download_resumes_with_a_range_request() {
-    let reg = FakeRegistry::start();
-    let img = big_image(2);
-    let path = blob_path("app", &img);
-    let blob = img.layers[0].blob.clone();
+    let (reg, img, path, blob) = serve_big(2);
     let cut = blob.len() / 2 + 12345;
-    reg.serve("app", "v1", &img);
     reg.blob("app", &img.layers[0].digest(), Resp::blob(blob.clone()).ranges());
     reg.once(&path, Resp::blob(blob.clone()).reset_after(cut));
     let h = husk();
@@ -196,12 +197,8 @@ fn assert_resumed(reg: &FakeRegistry, path: &str, cut: usize, len: usize, exact:
 /// has, and the pull still verifies.
 #[test]
 fn registry_without_ranges_sends_the_blob_again_and_the_pull_verifies() {
-    let reg = FakeRegistry::start();
-    let img = big_image(3);
-    let path = blob_path("app", &img);
-    let blob = img.layers[0].blob.clone();
+    let (reg, img, path, blob) = serve_big(3);
     let cut = blob.len() / 4;
-    reg.serve("app", "v1", &img);
     reg.once(&path, Resp::blob(blob.clone()).cut_after(cut));
     let h = husk();
     let out = h.run(&["pull", "-q", &reg.reference("app", "v1")]);
@@ -216,15 +213,11 @@ fn registry_without_ranges_sends_the_blob_again_and_the_pull_verifies() {
 /// whole blob, once, and nothing of it is stored.
 #[test]
 fn a_resume_that_brings_other_bytes_stores_nothing() {
-    let reg = FakeRegistry::start();
-    let img = big_image(4);
-    let path = blob_path("app", &img);
-    let blob = img.layers[0].blob.clone();
+    let (reg, img, path, blob) = serve_big(4);
     let cut = blob.len() / 2;
     let mut other = blob.clone();
     let i = other.len() * 3 / 4;
     other[i] ^= 0x20;
-    reg.serve("app", "v1", &img);
     reg.blob("app", &img.layers[0].digest(), Resp::blob(other).ranges());
     reg.once(&path, Resp::blob(blob.clone()).cut_after(cut));
     let h = husk();
@@ -237,11 +230,7 @@ fn a_resume_that_brings_other_bytes_stores_nothing() {
 /// with one line, leaving nothing behind.
 #[test]
 fn a_connection_reset_every_time_gives_up_after_the_last_try() {
-    let reg = FakeRegistry::start();
-    let img = big_image(5);
-    let path = blob_path("app", &img);
-    let blob = img.layers[0].blob.clone();
-    reg.serve("app", "v1", &img);
+    let (reg, img, path, blob) = serve_big(5);
     reg.blob("app", &img.layers[0].digest(), Resp::blob(blob.clone()).ranges().reset_after(100_000));
     let h = husk();
     let digest = img.layers[0].digest();
@@ -270,10 +259,7 @@ fn a_connection_reset_every_time_gives_up_after_the_last_try() {
 /// the waits between tries grow.
 #[test]
 fn service_unavailable_is_retried_with_backoff() {
-    let reg = FakeRegistry::start();
-    let img = big_image(6);
-    let path = blob_path("app", &img);
-    reg.serve("app", "v1", &img);
+    let (reg, img, path, _) = serve_big(6);
     let unavailable = || Resp::error(503, "UNAVAILABLE", "try again");
     reg.once("/v2/app/manifests/v1", unavailable());
     reg.once(&path, unavailable());
@@ -292,9 +278,7 @@ fn service_unavailable_is_retried_with_backoff() {
 /// 429 with `Retry-After: 2` (and once with an HTTP-date): husk waits that long.
 #[test]
 fn too_many_requests_waits_for_retry_after() {
-    let reg = FakeRegistry::start();
-    let img = big_image(7);
-    reg.serve("app", "v1", &img);
+    let (reg, img, _, _) = serve_big(7);
     let manifest = "/v2/app/manifests/v1";
     reg.once(manifest, Resp::error(429, "TOOMANYREQUESTS", "slow down").header("Retry-After", "2"));
     let config = FakeRegistry::blob_path("app", &img.config_digest());
@@ -331,9 +315,7 @@ fn httpdate(t: std::time::SystemTime) -> String {
 /// A `Retry-After` longer than husk is willing to wait ends the pull at once.
 #[test]
 fn too_many_requests_with_a_long_retry_after_fails_at_once() {
-    let reg = FakeRegistry::start();
-    let img = big_image(8);
-    reg.serve("app", "v1", &img);
+    let (reg, _, _, _) = serve_big(8);
     reg.route(
         "/v2/app/manifests/v1",
         Resp::error(429, "TOOMANYREQUESTS", "rate limited").header("Retry-After", "3600"),
@@ -347,10 +329,7 @@ fn too_many_requests_with_a_long_retry_after_fails_at_once() {
 /// one line.
 #[test]
 fn persistent_server_errors_give_up_after_the_last_try() {
-    let reg = FakeRegistry::start();
-    let img = big_image(9);
-    let path = blob_path("app", &img);
-    reg.serve("app", "v1", &img);
+    let (reg, img, path, _) = serve_big(9);
     reg.blob("app", &img.layers[0].digest(), Resp::error(503, "UNAVAILABLE", "down for maintenance"));
     let h = husk();
     let digest = img.layers[0].digest();
@@ -368,20 +347,14 @@ fn persistent_server_errors_give_up_after_the_last_try() {
 fn permanent_errors_are_not_retried() {
     let h = husk();
     for (status, code) in [(404, "BLOB_UNKNOWN"), (403, "DENIED"), (400, "BAD_REQUEST"), (501, "UNSUPPORTED")] {
-        let reg = FakeRegistry::start();
-        let img = big_image(10);
-        let path = blob_path("app", &img);
-        reg.serve("app", "v1", &img);
+        let (reg, img, path, _) = serve_big(10);
         reg.blob("app", &img.layers[0].digest(), Resp::error(status, code, "no"));
         let digest = img.layers[0].digest();
         expect_failure(&h, &[], &reg.reference("app", "v1"), &[&digest], Duration::from_secs(3));
         assert_eq!(requests_for(&reg, &path).len(), 1, "{status} is not retried:\n{}", reg.server().dump());
     }
     // content that does not match its digest
-    let reg = FakeRegistry::start();
-    let img = big_image(11);
-    let path = blob_path("app", &img);
-    reg.serve("app", "v1", &img);
+    let (reg, img, path, _) = serve_big(11);
     let mut bad = img.layers[0].blob.clone();
     bad[1000] ^= 1;
     reg.blob("app", &img.layers[0].digest(), Resp::blob(bad).ranges());
@@ -401,9 +374,7 @@ fn permanent_errors_are_not_retried() {
 /// An answer that never comes: each try times out (`HUSK_REGISTRY_TIMEOUT`, here 1 s).
 #[test]
 fn a_registry_that_never_answers_times_out() {
-    let reg = FakeRegistry::start();
-    let img = big_image(12);
-    reg.serve("app", "v1", &img);
+    let (reg, _, _, _) = serve_big(12);
     let manifest = "/v2/app/manifests/v1";
     reg.route(manifest, Resp::json(200, json!({})).delay(Duration::from_secs(60)));
     let h = husk();
@@ -421,11 +392,8 @@ fn a_stalled_or_trickling_blob_is_given_up_on() {
     let env = [("HUSK_REGISTRY_TIMEOUT", "1")];
     let max = BACKOFF_TOTAL + Duration::from_secs(2 * ATTEMPTS as u64) + Duration::from_secs(15);
     for (gap, cause) in [(Duration::from_secs(60), "timed out"), (Duration::from_millis(100), "too slowly")] {
-        let reg = FakeRegistry::start();
-        let img = big_image(13);
-        let path = blob_path("app", &img);
-        reg.serve("app", "v1", &img);
-        reg.blob("app", &img.layers[0].digest(), Resp::blob(img.layers[0].blob.clone()).ranges().trickle(gap));
+        let (reg, img, path, blob) = serve_big(13);
+        reg.blob("app", &img.layers[0].digest(), Resp::blob(blob).ranges().trickle(gap));
         let digest = img.layers[0].digest();
         expect_failure(&h, &env, &reg.reference("app", "v1"), &[&digest, cause, "gave up after 5 attempts"], max);
         assert_eq!(requests_for(&reg, &path).len(), ATTEMPTS, "{}", reg.server().dump());
@@ -532,9 +500,7 @@ fn an_endless_4_gib_layer_keeps_memory_bounded() {
 /// declaring 4 GiB: husk stops at its 4 MiB document limit, with bounded memory.
 #[test]
 fn endless_documents_are_cut_at_the_limit_with_bounded_memory() {
-    let reg = FakeRegistry::start();
-    let img = big_image(14);
-    reg.serve("app", "v1", &img);
+    let (reg, img, _, _) = serve_big(14);
     let endless = || Resp::json(200, json!({})).length(Length::Omit).endless();
     reg.route("/v2/app/manifests/endless", endless());
     reg.route("/v2/app/manifests/declared", endless().length(Length::Declared(4 << 30)));

@@ -27,9 +27,13 @@ const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// (`HUSK_REGISTRY_TIMEOUT`, seconds, default 30); a body must also bring at least
 /// [`MIN_BYTES_PER_TIMEOUT`] bytes in that time.
 pub fn io_timeout() -> Duration {
-    std::env::var("HUSK_REGISTRY_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
+    timeout_from(std::env::var("HUSK_REGISTRY_TIMEOUT").ok().as_deref())
+}
+
+/// A timeout in seconds (fractions allowed, under a day); the default otherwise.
+fn timeout_from(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0 && *s < 86400.0)
         .map(Duration::from_secs_f64)
         .unwrap_or(DEFAULT_IO_TIMEOUT)
@@ -245,6 +249,16 @@ mod tests {
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
         assert_eq!(parse_http_date("Fri, 31 Dec 2100 23:59:59 GMT"), Some(4_133_980_799));
+    }
+
+    #[test]
+    fn timeouts_default_to_30_seconds() {
+        assert_eq!(timeout_from(None), Duration::from_secs(30));
+        assert_eq!(timeout_from(Some("2")), Duration::from_secs(2));
+        assert_eq!(timeout_from(Some(" 0.5 ")), Duration::from_millis(500));
+        for bad in ["", "0", "-1", "inf", "NaN", "1e9", "soon"] {
+            assert_eq!(timeout_from(Some(bad)), DEFAULT_IO_TIMEOUT, "{bad:?}");
+        }
     }
 
     #[test]

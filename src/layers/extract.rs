@@ -122,7 +122,8 @@ pub fn extract_layer<R: Read>(tar_stream: R, dest: &Path, opts: &ExtractOptions)
                 Some(n) => format!(" (after entry {n:?})"),
                 None => String::new(),
             };
-            anyhow!(e).context(format!("reading layer tar{after}"))
+            // tar's messages quote header bytes as they are, newlines included.
+            anyhow!(crate::util::one_line(&e.to_string()).into_owned()).context(format!("reading layer tar{after}"))
         })?;
         meter.headers_end();
         let name = ex.entry(&mut entry)?;

@@ -14,3 +14,6 @@ pub mod sources;
 pub mod stack;
 pub mod store;
 pub mod tarwrite;
+
+#[cfg(test)]
+mod fuzz_regressions;
