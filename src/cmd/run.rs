@@ -438,8 +438,7 @@ fn local_image(store: &Store, args: &RunArgs) -> Result<Option<ImageRecord>> {
 
 fn pull_image(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
     let reference = Reference::parse(&args.image)?;
-    let pulled = pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })?;
-    resolve(store, &pulled.manifest_digest)
+    Ok(pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })?.image)
 }
 
 /// Entrypoint + Cmd as Docker combines them.

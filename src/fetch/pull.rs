@@ -25,6 +25,10 @@ pub struct PullOptions {
 pub struct Pulled {
     pub manifest_digest: String,
     pub config_digest: String,
+    /// The image as stored, read while the pull still held the writers lock: a
+    /// concurrent rmi may remove it as soon as `pull` returns, and `run` and `build`
+    /// then find its layers gone under their own lock and say so.
+    pub image: crate::layers::images::ImageRecord,
 }
 
 pub fn extract_options(ids: &IdMapping) -> ExtractOptions {
@@ -117,7 +121,8 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     // Where the blobs came from, for a later push to mount them: a hint only.
     let _ = crate::layers::sources::record(store, &blobs, &reference.name());
     progress.message(&format!("Digest: {}", manifest_digest));
-    Ok(Pulled { manifest_digest, config_digest })
+    let image = crate::layers::images::resolve(store, &manifest_digest)?;
+    Ok(Pulled { manifest_digest, config_digest, image })
 }
 
 struct Job {
