@@ -161,8 +161,23 @@ fn talk_by_name(user: TestUser) {
     assert!(!hosts.contains("client"), "{hosts}");
 
     assert_eq!(holders(&h).len(), 1, "one holder for the network");
+    let cgroup = cgroup_of(&h, &id);
+    if user == TestUser::Root {
+        // Root's containers on a network get their own (freezer) cgroup, as on any other.
+        assert!(cgroup.as_ref().is_some_and(|c| c.is_dir()), "root's container on a network has a cgroup: {cgroup:?}");
+    }
     h.run(&["rm", "-f", "srv"]).assert_ok();
+    if let Some(c) = cgroup {
+        assert!(!c.exists(), "{} is left after rm -f", c.display());
+    }
     wait_for_no_holder(&h);
+}
+
+/// The cgroup recorded in a container's state, if any.
+fn cgroup_of(h: &Husk, id: &str) -> Option<std::path::PathBuf> {
+    let state = std::fs::read_to_string(h.store().join("containers").join(id).join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&state).ok()?;
+    v["cgroup"].as_str().map(std::path::PathBuf::from)
 }
 
 #[test]

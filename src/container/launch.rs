@@ -164,11 +164,12 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
         }
         other => other,
     };
-    opts.cgroup = join_cgroup(&mut c)?;
     opts.network = match super::usernet::join(store, &mut c, spec) {
         Ok(m) => m,
         Err(e) => return record_exit(store, c, 125).and(Err(e)),
     };
+    // After the join, which reloads the state (the cgroup is recorded in memory only).
+    opts.cgroup = join_cgroup(&mut c)?;
     let spec = &*super::usernet::spec_for(spec, &c)?;
     let me = nix::unistd::getpid();
     let result = run_container(spec, &opts, userns, &mut |pid| record_started(&mut c, pid, me));
@@ -194,13 +195,14 @@ pub fn foreground(store: &Store, mut c: Container, spec: &Spec, userns: Option<P
 pub fn detached(store: &Store, c: Container, spec: &Spec, userns: Option<PendingUserNamespace>) -> Result<i32> {
     let mut opts = run_options(store, &c, spec, true)?;
     let mut c = c;
-    // After the maps: root's cgroup work needs them (see `foreground`).
+    // Before the cgroup: root's cgroup work needs the maps (see `foreground`).
     enter_user_namespace(userns)?;
-    opts.cgroup = join_cgroup(&mut c)?;
     opts.network = match super::usernet::join(store, &mut c, spec) {
         Ok(m) => m,
         Err(e) => return record_exit(store, c, 125).and(Err(e)),
     };
+    // After the join, which reloads the state (the cgroup is recorded in memory only).
+    opts.cgroup = join_cgroup(&mut c)?;
     let spec = &*super::usernet::spec_for(spec, &c)?;
     let (mut cli_end, mut monitor_end) = Channel::pair()?;
     // SAFETY: husk is single-threaded here (a pull's threads have ended and no lock is
