@@ -3,6 +3,7 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,6 +54,16 @@ fn write_via_temp(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// What [`FileLock::probe`] found.
+pub enum LockProbe {
+    /// Another process holds the lock.
+    Held,
+    /// Nobody held it; now this process does, on the file still at the path.
+    Free(FileLock),
+    /// No file at the path (any more).
+    Gone,
+}
+
 /// An flock(2) held on a lock file until dropped.
 pub struct FileLock {
     _lock: Flock<File>,
@@ -83,6 +94,32 @@ impl FileLock {
             Ok(l) => Ok(Some(FileLock { _lock: l })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Whether the lock file at `path` is held, without creating it. A checker races
+    /// with owners that remove their lock file and then release it: a file gone before
+    /// it is opened, or unlinked (or replaced) while it is being locked, is `Gone`, never
+    /// `Free`.
+    pub fn probe(path: &Path) -> Result<LockProbe> {
+        let file = match OpenOptions::new().read(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockProbe::Gone),
+            Err(e) => return Err(e).with_context(|| format!("opening lock {}", path.display())),
+        };
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(LockProbe::Held),
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        };
+        let locked = lock.metadata().with_context(|| format!("reading {}", path.display()))?;
+        match fs::symlink_metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == (locked.dev(), locked.ino()) => {
+                Ok(LockProbe::Free(FileLock { _lock: lock }))
+            }
+            Ok(_) => Ok(LockProbe::Gone),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockProbe::Gone),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
@@ -202,6 +239,24 @@ pub fn stderr_is_terminal() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_probe_neither_creates_nor_mistakes_a_held_lock() {
+        let dir = std::env::temp_dir().join(format!("husk-probe-{}", unique_suffix()));
+        fs::create_dir(&dir).unwrap();
+        let path = dir.join("x.lock");
+        assert!(matches!(FileLock::probe(&path).unwrap(), LockProbe::Gone));
+        assert!(!path.exists(), "probing made the lock file");
+        let held = FileLock::exclusive(&path).unwrap();
+        assert!(matches!(FileLock::probe(&path).unwrap(), LockProbe::Held));
+        // removed and then released, as a scratch area ends
+        fs::remove_file(&path).unwrap();
+        drop(held);
+        assert!(matches!(FileLock::probe(&path).unwrap(), LockProbe::Gone));
+        drop(FileLock::exclusive(&path).unwrap());
+        assert!(matches!(FileLock::probe(&path).unwrap(), LockProbe::Free(_)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
     #[test]
     fn sizes_print_like_docker() {
         assert_eq!(human_size(999), "999B");

@@ -22,7 +22,7 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// src/fetch/retry.rs: tries of one request or blob, and the waits between them.
 const ATTEMPTS: usize = 5;
@@ -282,7 +282,12 @@ fn too_many_requests_waits_for_retry_after() {
     let manifest = "/v2/app/manifests/v1";
     reg.once(manifest, Resp::error(429, "TOOMANYREQUESTS", "slow down").header("Retry-After", "2"));
     let config = FakeRegistry::blob_path("app", &img.config_digest());
-    let in_3s = httpdate(std::time::SystemTime::now() + Duration::from_secs(3));
+    // the date is absolute: under load the config's first request may come close to it
+    // or after it, so the wait is judged against the date, not against that request
+    let (t0, t0_wall) = (Instant::now(), SystemTime::now());
+    let date_secs = t0_wall.duration_since(UNIX_EPOCH).unwrap().as_secs() + 3;
+    let date_at = t0 + (UNIX_EPOCH + Duration::from_secs(date_secs)).duration_since(t0_wall).unwrap();
+    let in_3s = httpdate(date_secs);
     reg.once(&config, Resp::error(429, "TOOMANYREQUESTS", "slow down").header("Retry-After", &in_3s));
     let h = husk();
     let out = h.run(&["pull", "-q", &reg.reference("app", "v1")]);
@@ -296,14 +301,14 @@ fn too_many_requests_waits_for_retry_after() {
     );
     let c = requests_for(&reg, &config);
     assert_eq!(c.len(), 2, "{}", reg.server().dump());
-    let waited = c[1].at - c[0].at;
-    // the date has one-second resolution
-    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "waited {waited:?} for {in_3s}");
+    let (asked, retried) = (c[0].at, c[1].at);
+    assert!(retried + Duration::from_millis(20) >= date_at, "retried {:?} before {in_3s}", date_at - retried);
+    let due = asked.max(date_at);
+    assert!(retried < due + Duration::from_secs(2), "retried {:?} after {in_3s} was due", retried - due);
 }
 
 /// An IMF-fixdate.
-fn httpdate(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+fn httpdate(secs: u64) -> String {
     let out = std::process::Command::new("date")
         .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
         .env("LC_ALL", "C")

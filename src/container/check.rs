@@ -14,7 +14,7 @@ use super::{
 use crate::build::run_step::STEP_IMAGE;
 use crate::layers::check::{relative, Finding};
 use crate::layers::store::{remove_path, stray_temp_files, Store};
-use crate::util::FileLock;
+use crate::util::{FileLock, LockProbe};
 use anyhow::{bail, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,8 +50,7 @@ pub fn analyse(store: &Store) -> Result<Vec<Finding<'_>>> {
 /// Whether the husk that created container `id` is gone. Its creation lock is made
 /// before anything else of the container, so without one there is no creator.
 fn creator_gone(store: &Store, id: &str) -> Result<bool> {
-    let lock = creation_lock(store, id);
-    Ok(!lock.exists() || FileLock::try_exclusive(&lock)?.is_some())
+    Ok(!matches!(FileLock::probe(&creation_lock(store, id))?, LockProbe::Held))
 }
 
 /// `.new-<id>` whose creator is gone, `.rm-<id>` while no husk is deleting any.
@@ -230,7 +229,7 @@ fn creation_locks<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let Some(id) = name.strip_prefix("new-").and_then(|n| n.strip_suffix(".lock")) else { continue };
         if !containers_dir(store).join(format!("{}{}", CREATING, id)).exists()
-            && FileLock::try_exclusive(&path)?.is_some()
+            && matches!(FileLock::probe(&path)?, LockProbe::Free(_))
         {
             out.push(Finding::stray_path(store, path, "lock of a container creation that ended"));
         }

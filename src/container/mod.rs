@@ -21,7 +21,7 @@ pub mod usernet;
 pub mod volume;
 
 use crate::layers::store::Store;
-use crate::util::{atomic_replace, remove_tree, rfc3339, FileLock};
+use crate::util::{atomic_replace, remove_tree, rfc3339, FileLock, LockProbe};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -245,7 +245,7 @@ fn creation_lock(store: &Store, id: &str) -> PathBuf {
 
 /// Whether the husk creating container `id` still runs (holds its creation lock).
 fn creator_alive(store: &Store, id: &str) -> Result<bool> {
-    Ok(FileLock::try_exclusive(&creation_lock(store, id))?.is_none())
+    Ok(matches!(FileLock::probe(&creation_lock(store, id))?, LockProbe::Held))
 }
 
 /// Removes what killed husks left: containers half-made (their creator is gone: the

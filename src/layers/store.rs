@@ -8,7 +8,7 @@
 //!
 //! Leftovers of a killed process stay under `tmp/` and are removed by the next writer.
 use crate::fetch::reference::is_valid_digest;
-use crate::util::{atomic_write, remove_tree, unique_suffix, FileLock};
+use crate::util::{atomic_write, remove_tree, unique_suffix, FileLock, LockProbe};
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use serde::{Deserialize, Serialize};
@@ -297,11 +297,14 @@ impl Store {
             }
             let is_lock = path.extension().map(|x| x == "lock").unwrap_or(false);
             if is_lock {
-                if FileLock::try_exclusive(&path)?.is_some() {
+                // its owner may remove both (dir, then lock) while this looks
+                if let LockProbe::Free(_) = FileLock::probe(&path)? {
                     stale.push(path.with_extension(""));
                     stale.push(path);
                 }
-            } else if !path.with_extension("lock").exists() {
+            } else if !path.with_extension("lock").exists() && fs::symlink_metadata(&path).is_ok() {
+                // the lock is made before the dir and removed after it: a dir still
+                // there once its lock is gone has no owner
                 stale.push(path);
             }
         }
@@ -335,7 +338,8 @@ pub fn stray_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
         else {
             continue;
         };
-        if !Path::new("/proc").join(pid).exists() {
+        // still there once its writer is known gone: not renamed into place just before
+        if !Path::new("/proc").join(pid).exists() && fs::symlink_metadata(e.path()).is_ok() {
             out.push(e.path());
         }
     }
