@@ -306,17 +306,14 @@ fn cache_hits_and_partial_rebuilds() {
     let layers = layer_dirs(&h);
     let stamp = run_in(&h, &[], "cached", "cat /stamp");
 
-    // Nothing changed: every step from the cache, the same image, no new layer, fast.
-    // A changed mtime is not a change.
-    let t = Instant::now();
+    // Nothing changed: every step from the cache, the same image, no new layer (its
+    // speed is bench/build.sh's). A changed mtime is not a change.
     let st = Command::new("touch").arg(ctx.path().join("first.txt")).status().unwrap();
     assert!(st.success());
     let again = build(&h, ctx.path(), &["-t", "cached", "--network", "none"]);
-    let took = t.elapsed();
     assert_eq!(built_id(&again), first);
     assert_eq!(again.stdout.matches("--> Using cache").count(), 6, "{again:?}");
     assert_eq!(layer_dirs(&h), layers);
-    assert!(took < Duration::from_secs(1), "a fully cached rebuild took {took:?}");
 
     // One COPY source changed: the steps before it come from the cache, it and every
     // later step run again.

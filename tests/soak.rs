@@ -2,7 +2,8 @@
 //! run --rm, run -d, exec, stop, rm, rmi, system prune and system check at random
 //! against one store, as an unprivileged user. A command may fail only by losing a race
 //! to another worker, with the message that says so (the container is gone or not
-//! running, the image is gone or in use); `system check` must find nothing at any
+//! running, the image is gone or in use; a foreground `run --rm` that another worker
+//! picked from `ps` and stopped or removed ends with 137); `system check` must find nothing at any
 //! moment. At the end every container is removed, `system check` is clean, and no
 //! process and no mount of the test is left. The operations completed are counted and
 //! printed (HUSK_SOAK_SEED=N repeats a run's choices).
@@ -10,7 +11,8 @@ mod common;
 use common::reg;
 
 use common::{ensure_prereqs, pids_with_env, seed_from_env, shared_registry, Husk, Output, Rng, TestUser};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,8 @@ struct Tally {
     lost: BTreeMap<&'static str, usize>,
     /// Failures that are not lost races.
     wrong: Vec<String>,
+    /// Names of the containers a worker stopped or removed (by force).
+    killed: HashSet<String>,
 }
 
 /// Messages of a command that lost a race with another worker's.
@@ -47,13 +51,17 @@ const LOST_RACE: &[&str] = &[
     "is being started",
 ];
 
-fn record(tally: &Mutex<Tally>, kind: &'static str, args: &[&str], out: &Output) {
+/// `name` is that of the container of a `run --rm`.
+fn record(tally: &Mutex<Tally>, kind: &'static str, args: &[&str], name: Option<&str>, out: &Output) {
     let mut t = tally.lock().unwrap();
+    let killed = matches!(out.status, 137 | 143) && out.stderr.is_empty();
     if out.status == 0 {
         *t.done.entry(kind).or_default() += 1;
     } else if kind != "check" && LOST_RACE.iter().any(|m| out.stderr.contains(m))
         // the exec'd process dies with the container's pid 1 (stopped or removed meanwhile)
         || (kind == "exec" && out.status == 137 && out.stderr.is_empty())
+        // a foreground container another worker picked from `ps` and stopped or removed
+        || (killed && name.is_some_and(|n| t.killed.contains(n)))
     {
         *t.lost.entry(kind).or_default() += 1;
     } else {
@@ -61,11 +69,19 @@ fn record(tally: &Mutex<Tally>, kind: &'static str, args: &[&str], out: &Output)
     }
 }
 
-/// Container ids (running ones, or all).
+/// Container names (running ones, or all).
 fn containers(h: &Husk, all: bool) -> Vec<String> {
-    let args: &[&str] = if all { &["ps", "-a", "-q", "--no-trunc"] } else { &["ps", "-q", "--no-trunc"] };
-    h.run(args).assert_ok().stdout.lines().map(str::to_string).collect()
+    let args: &[&str] = if all { &["ps", "-a", "--format", "json"] } else { &["ps", "--format", "json"] };
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&h.run(args).assert_ok().stdout).expect("ps json");
+    rows.iter().map(|r| r["Names"][0].as_str().expect("a name").to_string()).collect()
 }
+
+/// Marks a container as stopped or removed by a worker, before that is done.
+fn kill(tally: &Mutex<Tally>, name: &str) {
+    tally.lock().unwrap().killed.insert(name.to_string());
+}
+
+static FOREGROUND: AtomicUsize = AtomicUsize::new(0);
 
 /// One random operation.
 fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
@@ -78,7 +94,9 @@ fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
         0..=9 => ("pull", vec!["pull".into(), "-q".into(), image]),
         10..=24 => {
             let cmd = ["sh", "-c", "echo $((6 * 7))"].map(String::from);
-            let mut a = ["run", "--rm", "--network", "none", "-e", &mark, &image].map(String::from).to_vec();
+            let name = format!("soak-fg-{}", FOREGROUND.fetch_add(1, Ordering::Relaxed));
+            let mut a =
+                ["run", "--rm", "--name", &name, "--network", "none", "-e", &mark, &image].map(String::from).to_vec();
             a.extend(cmd);
             ("run --rm", a)
         }
@@ -95,11 +113,17 @@ fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
             None => return,
         },
         55..=64 => match rng.pick(&running) {
-            Some(id) => ("stop", ["stop", "-t", "1", id].map(String::from).to_vec()),
+            Some(id) => {
+                kill(tally, id);
+                ("stop", ["stop", "-t", "1", id].map(String::from).to_vec())
+            }
             None => return,
         },
         65..=79 => match rng.pick(&containers(h, true)) {
-            Some(id) => ("rm", ["rm", "-f", id].map(String::from).to_vec()),
+            Some(id) => {
+                kill(tally, id);
+                ("rm", ["rm", "-f", id].map(String::from).to_vec())
+            }
             None => return,
         },
         80..=89 => ("rmi", vec!["rmi".into(), image]),
@@ -116,7 +140,8 @@ fn operate(h: &Husk, rng: &mut Rng, tally: &Mutex<Tally>) {
     if kind == "run --rm" && out.status == 0 {
         assert_eq!(out.stdout, "42\n", "husk {}: {out:?}", args.join(" "));
     }
-    record(tally, kind, &args, &out);
+    let name = (kind == "run --rm").then(|| args[3]);
+    record(tally, kind, &args, name, &out);
 }
 
 #[test]

@@ -61,7 +61,9 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
         let path = e?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if let Some(id) = name.strip_prefix(CREATING) {
-            if creator_gone(store, id)? {
+            // a creator renames the dir before it drops its lock: one still there once
+            // the lock is free (or gone) has no creator
+            if creator_gone(store, id)? && path.exists() {
                 let lock = creation_lock(store, id);
                 out.push(
                     Finding::leftover(relative(store, &path), "a container half-made by a husk that is gone").fix(
@@ -76,7 +78,8 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
         } else if name.starts_with(REMOVING) {
             let held = removal
                 .get_or_insert_with(|| FileLock::try_exclusive(&removal_lock(store)).ok().flatten().map(Rc::new));
-            if let Some(lock) = held.clone() {
+            // with the lock no removal is under way; one may have ended since the listing
+            if let Some(lock) = held.clone().filter(|_| path.exists()) {
                 out.push(
                     Finding::leftover(relative(store, &path), "a container half-removed by a husk that is gone").fix(
                         move || {
@@ -95,53 +98,65 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
 fn containers<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
     for id in crate::util::visible_entries(&containers_dir(store)) {
         let dir = containers_dir(store).join(&id);
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            out.push(
-                Finding::leftover(relative(store, &dir), "not a container")
-                    .fix(move || delete_container_files(&dir).map(|()| "removed".into())),
-            );
+        let before = out.len();
+        let result = container(store, id, dir.clone(), out);
+        // `rm` renames a container away before it deletes anything, so a container still
+        // there now was whole while it was looked at; one removed meanwhile has no problem
+        if !dir.exists() {
+            out.truncate(before);
             continue;
         }
-        let state = fs::read(dir.join("state.json")).ok().and_then(|d| serde_json::from_slice::<State>(&d).ok());
-        let Some(state) = state else {
-            out.push(
-                Finding::damaged(format!("container {}", &id[..12]), "its state.json is missing or unreadable").fix(
-                    move || {
-                        let c = Container { dir, state: State { id, ..State::default() } };
-                        c.remove(store).map(|()| "removed".into())
-                    },
-                ),
-            );
-            continue;
-        };
-        let subject = format!("container {} ({})", state.name, &id[..12]);
-        for path in stray_temp_files(&dir)? {
-            out.push(Finding::stray_path(store, path, "left by a process that is gone"));
-        }
-        if let Some(problem) = record_problem(store, &id, &dir, &state) {
-            out.push(Finding::damaged(subject.clone(), problem));
-        }
-        if fs::read_to_string(names_dir(store).join(&state.name)).ok().as_deref() != Some(id.as_str()) {
-            let (name, id) = (state.name.clone(), id.clone());
-            out.push(Finding::damaged(subject.clone(), "its name is not reserved for it").fix(move || {
-                fs::create_dir_all(names_dir(store))?;
-                if !reserve_name(store, &name, &id)? {
-                    bail!("another container has the name {}", name);
-                }
-                Ok("reserved again".into())
-            }));
-        }
-        let up = matches!(state.status.as_str(), "running" | "paused");
-        if state.image == STEP_IMAGE && state.image_id.is_empty() {
-            // Builds hold the writers lock, which this check waits for: its build is gone.
-            out.push(
-                Finding::leftover(subject, "the container of a RUN step of a build that is gone")
-                    .fix(move || reap(store, &id, true)),
-            );
-        } else if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) && still_up(&dir) {
-            let problem = format!("marked {} but its monitor is gone", state.status);
-            out.push(Finding::leftover(subject, problem).fix(move || reap(store, &id, false)));
-        }
+        result?;
+    }
+    Ok(())
+}
+
+/// One container's problems.
+fn container<'a>(store: &'a Store, id: String, dir: PathBuf, out: &mut Vec<Finding<'a>>) -> Result<()> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        out.push(
+            Finding::leftover(relative(store, &dir), "not a container")
+                .fix(move || delete_container_files(&dir).map(|()| "removed".into())),
+        );
+        return Ok(());
+    }
+    let state = fs::read(dir.join("state.json")).ok().and_then(|d| serde_json::from_slice::<State>(&d).ok());
+    let Some(state) = state else {
+        out.push(Finding::damaged(format!("container {}", &id[..12]), "its state.json is missing or unreadable").fix(
+            move || {
+                let c = Container { dir, state: State { id, ..State::default() } };
+                c.remove(store).map(|()| "removed".into())
+            },
+        ));
+        return Ok(());
+    };
+    let subject = format!("container {} ({})", state.name, &id[..12]);
+    for path in stray_temp_files(&dir)? {
+        out.push(Finding::stray_path(store, path, "left by a process that is gone"));
+    }
+    if let Some(problem) = record_problem(store, &id, &dir, &state) {
+        out.push(Finding::damaged(subject.clone(), problem));
+    }
+    if fs::read_to_string(names_dir(store).join(&state.name)).ok().as_deref() != Some(id.as_str()) {
+        let (name, id) = (state.name.clone(), id.clone());
+        out.push(Finding::damaged(subject.clone(), "its name is not reserved for it").fix(move || {
+            fs::create_dir_all(names_dir(store))?;
+            if !reserve_name(store, &name, &id)? {
+                bail!("another container has the name {}", name);
+            }
+            Ok("reserved again".into())
+        }));
+    }
+    let up = matches!(state.status.as_str(), "running" | "paused");
+    if state.image == STEP_IMAGE && state.image_id.is_empty() {
+        // Builds hold the writers lock, which this check waits for: its build is gone.
+        out.push(
+            Finding::leftover(subject, "the container of a RUN step of a build that is gone")
+                .fix(move || reap(store, &id, true)),
+        );
+    } else if up && !state.monitor.is_some_and(|m| process::is_alive(&m)) && still_up(&dir) {
+        let problem = format!("marked {} but its monitor is gone", state.status);
+        out.push(Finding::leftover(subject, problem).fix(move || reap(store, &id, false)));
     }
     Ok(())
 }
@@ -198,19 +213,30 @@ fn name_reservations<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result
         let path = e?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if let Some(id) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-            if creator_gone(store, id)? {
+            if creator_gone(store, id)? && path.exists() {
                 out.push(Finding::stray_path(store, path, "left by a husk that is gone"));
             }
             continue;
         }
         let owner = fs::read_to_string(&path).unwrap_or_default();
-        if !owner.is_empty() && name_in_use_by(store, &owner)? {
+        if !owner.is_empty() && (name_in_use_by(store, &owner)? || being_removed(store, &owner)) {
+            continue;
+        }
+        // `rm` renames a container away, releases its name, then deletes its files
+        if fs::read_to_string(&path).ok().as_deref() != Some(owner.as_str()) {
             continue;
         }
         let problem = format!("reserves the name for container {:.12}, which does not exist", owner);
         out.push(Finding::leftover(relative(store, &path), problem).fix(move || release_stale(store, &path, &owner)));
     }
     Ok(())
+}
+
+/// Whether container `id` is renamed aside for removal while a husk removes containers
+/// (it releases the name next).
+fn being_removed(store: &Store, id: &str) -> bool {
+    containers_dir(store).join(format!("{}{}", REMOVING, id)).exists()
+        && matches!(FileLock::probe(&removal_lock(store)), Ok(LockProbe::Held))
 }
 
 /// Removes a stale reservation under the lock `reserve_name` takes over such ones with.
