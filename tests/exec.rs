@@ -263,6 +263,17 @@ fn basics(user: TestUser) {
     );
     assert_eq!(exec_ok(&h, &["-e", "HOSTNAME=mine", "box", "sh", "-c", "echo $HOSTNAME"]), "mine\n", "-e overrides");
     assert_eq!(exec_ok(&h, &["box", "sh", "-c", "echo $HOME"]), "/root\n");
+    // strings the kernel would cut or refuse, from an env file: one line, 125
+    let env_file = h.home.join("exec.env");
+    for (what, content) in [
+        ("NUL byte", b"CUT=a\0b\n".to_vec()),
+        ("too long", [b"HUGE=".as_slice(), &vec![b'x'; 200_000], b"\n"].concat()),
+    ] {
+        fs::write(&env_file, content).unwrap();
+        fs::set_permissions(&env_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let out = exec(&h, &["--env-file", env_file.to_str().unwrap(), "box", "true"]);
+        assert!(out.error_line(what).contains(what.split(' ').next_back().unwrap()), "{out:?}");
+    }
 
     // working directory
     assert_eq!(exec_ok(&h, &["box", "pwd"]), "/\n", "the container's working directory");

@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<i32> {
         bail!("the working directory {:?} is not an absolute path", w);
     }
     let env = super::run::env_from_flags(&args.env, &args.env_file)?;
+    crate::ns::exec::check_limits(&args.command, &env)?;
 
     let store = ctx.store()?;
     let c = Container::find(&store, &args.container)?;
