@@ -202,6 +202,8 @@ fn leftovers_of_killed_commands_are_reported_and_collected() {
         (format!("locks/new-{half_made}.lock"), b""),
         (format!("containers/.rm-{half_removed}/upper/f"), b"x"),
         ("container-names/ghost".into(), ghost.as_bytes()),
+        // an rm killed between its rename and the release of the name
+        ("container-names/halfgone".into(), half_removed.as_bytes()),
         (format!("locks/layer-{ghost}.lock"), b""),
         ("volumes/.new-4194305-0-0/_data/f".into(), b"x"),
     ];
@@ -224,6 +226,7 @@ fn leftovers_of_killed_commands_are_reported_and_collected() {
         format!("containers/.new-{half_made}: a container half-made by a husk that is gone"),
         format!("containers/.rm-{half_removed}: a container half-removed by a husk that is gone"),
         "container-names/ghost: reserves the name for container 000000000000, which does not exist".into(),
+        "container-names/halfgone: reserves the name for container 222222222222, which does not exist".into(),
         format!("locks/layer-{ghost}.lock: lock of a layer that is not stored"),
         "volumes/.new-4194305-0-0: a volume half-made or half-removed by a husk that is gone".into(),
         format!("container orphan ({}): marked running but its monitor is gone", &id[..12]),
@@ -232,10 +235,10 @@ fn leftovers_of_killed_commands_are_reported_and_collected() {
     .map(|l| format!("leftover {l}"))
     .collect();
     assert_eq!(found, expected, "\n{stderr}");
-    assert_eq!(stderr.trim(), "9 problems found: 9 leftovers of interrupted commands");
+    assert_eq!(stderr.trim(), "10 problems found: 10 leftovers of interrupted commands");
     let (status, lines, stderr) = check(&h, true);
     assert_eq!(status, 0, "{lines:#?}\n{stderr}");
-    assert_eq!(lines.len(), 9, "{lines:#?}");
+    assert_eq!(lines.len(), 10, "{lines:#?}");
     for l in &lines {
         let done = if l.contains("container orphan") { "[recorded as exited (137)]" } else { "[removed]" };
         assert!(l.ends_with(done), "{l}");

@@ -23,9 +23,9 @@ use std::rc::Rc;
 /// Every problem of the containers (and volumes and networks) of `store`.
 pub fn analyse(store: &Store) -> Result<Vec<Finding<'_>>> {
     let mut out = Vec::new();
-    half_done(store, &mut out)?;
+    let removal_held = half_done(store, &mut out)?;
     containers(store, &mut out)?;
-    name_reservations(store, &mut out)?;
+    name_reservations(store, &mut out, removal_held)?;
     creation_locks(store, &mut out)?;
     for (what, found) in [("volume", super::volume::leftovers(store)?), ("network", super::netdef::leftovers(store)?)] {
         let Some((lock, paths)) = found else { continue };
@@ -53,10 +53,12 @@ fn creator_gone(store: &Store, id: &str) -> Result<bool> {
     Ok(!matches!(FileLock::probe(&creation_lock(store, id))?, LockProbe::Held))
 }
 
-/// `.new-<id>` whose creator is gone, `.rm-<id>` while no husk is deleting any.
-fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
-    let Ok(rd) = fs::read_dir(containers_dir(store)) else { return Ok(()) };
+/// `.new-<id>` whose creator is gone, `.rm-<id>` while no husk is deleting any. True
+/// when the findings hold the removal lock (so no husk is removing a container).
+fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<bool> {
+    let Ok(rd) = fs::read_dir(containers_dir(store)) else { return Ok(false) };
     let mut removal: Option<Option<Rc<FileLock>>> = None;
+    let mut holding = false;
     for e in rd {
         let path = e?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -80,6 +82,7 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
                 .get_or_insert_with(|| FileLock::try_exclusive(&removal_lock(store)).ok().flatten().map(Rc::new));
             // with the lock no removal is under way; one may have ended since the listing
             if let Some(lock) = held.clone().filter(|_| path.exists()) {
+                holding = true;
                 out.push(
                     Finding::leftover(relative(store, &path), "a container half-removed by a husk that is gone").fix(
                         move || {
@@ -91,7 +94,7 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(holding)
 }
 
 /// Each container: its state, name, config, layers and processes.
@@ -207,7 +210,7 @@ fn reap(store: &Store, id: &str, step: bool) -> Result<String> {
 
 /// `container-names/<name>` of containers that do not exist, and the temp files of
 /// reservations whose creator is gone.
-fn name_reservations<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<()> {
+fn name_reservations<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>, removal_held: bool) -> Result<()> {
     let Ok(rd) = fs::read_dir(names_dir(store)) else { return Ok(()) };
     for e in rd {
         let path = e?.path();
@@ -219,7 +222,7 @@ fn name_reservations<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result
             continue;
         }
         let owner = fs::read_to_string(&path).unwrap_or_default();
-        if !owner.is_empty() && (name_in_use_by(store, &owner)? || being_removed(store, &owner)) {
+        if !owner.is_empty() && (name_in_use_by(store, &owner)? || (!removal_held && being_removed(store, &owner))) {
             continue;
         }
         // `rm` renames a container away, releases its name, then deletes its files
