@@ -397,3 +397,10 @@ pub fn half_done_entries(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .collect()
 }
+
+/// `half_done_entries` of `dir` with the exclusive `lock` that keeps them leftovers;
+/// None while another husk holds the lock (they may be in the making).
+pub fn locked_half_done_entries(lock: &Path, dir: &Path) -> Result<Option<(FileLock, Vec<PathBuf>)>> {
+    let Some(lock) = FileLock::try_exclusive(lock)? else { return Ok(None) };
+    Ok(Some((lock, half_done_entries(dir))))
+}

@@ -246,9 +246,8 @@ fn image_for(store: &Store, ids: &IdMapping, name: &str, opts: &Options) -> Resu
         }
     }
     let reference = Reference::parse(name).with_context(|| format!("invalid image name {:?}", name))?;
-    let pulled = pull(store, ids, &reference, &PullOptions { platform: None, quiet: opts.quiet })
-        .with_context(|| format!("pulling {}", name))?;
-    Ok(pulled.image)
+    pull(store, ids, &reference, &PullOptions { platform: None, quiet: opts.quiet })
+        .with_context(|| format!("pulling {}", name))
 }
 
 impl Builder<'_> {

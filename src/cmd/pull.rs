@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<i32> {
     let platform = args.platform.as_deref().map(PlatformSpec::parse).transpose()?;
     let ids = crate::ns::userns::enter_user_namespace()?;
     let store = ctx.store()?;
-    let pulled = pull(&store, &ids, &reference, &PullOptions { platform, quiet: args.quiet })?;
-    println!("{}", &pulled.config_digest[7..]);
+    let image = pull(&store, &ids, &reference, &PullOptions { platform, quiet: args.quiet })?;
+    println!("{}", &image.id()[7..]);
     Ok(0)
 }

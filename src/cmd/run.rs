@@ -438,7 +438,7 @@ fn local_image(store: &Store, args: &RunArgs) -> Result<Option<ImageRecord>> {
 
 fn pull_image(store: &Store, ids: &IdMapping, args: &RunArgs, platform: Option<PlatformSpec>) -> Result<ImageRecord> {
     let reference = Reference::parse(&args.image)?;
-    Ok(pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })?.image)
+    pull(store, ids, &reference, &PullOptions { platform, quiet: args.quiet })
 }
 
 /// Entrypoint + Cmd as Docker combines them.

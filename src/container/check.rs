@@ -8,8 +8,8 @@
 //! holds its creation lock, half-removed ones while a husk deletes files (the removal
 //! lock), volumes and networks while their lock is taken.
 use super::{
-    containers_dir, creation_lock, delete_container_files, name_in_use_by, names_dir, process, removal_lock,
-    reserve_name, Container, State, CREATING, REMOVING,
+    containers_dir, creation_lock, creator_alive, delete_container_files, name_in_use_by, names_dir, process,
+    removal_lock, reserve_name, Container, State, CREATING, REMOVING,
 };
 use crate::build::run_step::STEP_IMAGE;
 use crate::layers::check::{relative, Finding};
@@ -47,12 +47,6 @@ pub fn analyse(store: &Store) -> Result<Vec<Finding<'_>>> {
     Ok(out)
 }
 
-/// Whether the husk that created container `id` is gone. Its creation lock is made
-/// before anything else of the container, so without one there is no creator.
-fn creator_gone(store: &Store, id: &str) -> Result<bool> {
-    Ok(!matches!(FileLock::probe(&creation_lock(store, id))?, LockProbe::Held))
-}
-
 /// `.new-<id>` whose creator is gone, `.rm-<id>` while no husk is deleting any. True
 /// when the findings hold the removal lock (so no husk is removing a container).
 fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<bool> {
@@ -65,7 +59,7 @@ fn half_done<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>) -> Result<bool> {
         if let Some(id) = name.strip_prefix(CREATING) {
             // a creator renames the dir before it drops its lock: one still there once
             // the lock is free (or gone) has no creator
-            if creator_gone(store, id)? && path.exists() {
+            if !creator_alive(store, id)? && path.exists() {
                 let lock = creation_lock(store, id);
                 out.push(
                     Finding::leftover(relative(store, &path), "a container half-made by a husk that is gone").fix(
@@ -216,7 +210,7 @@ fn name_reservations<'a>(store: &'a Store, out: &mut Vec<Finding<'a>>, removal_h
         let path = e?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if let Some(id) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-            if creator_gone(store, id)? && path.exists() {
+            if !creator_alive(store, id)? && path.exists() {
                 out.push(Finding::stray_path(store, path, "left by a husk that is gone"));
             }
             continue;

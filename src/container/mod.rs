@@ -243,7 +243,8 @@ fn creation_lock(store: &Store, id: &str) -> PathBuf {
     store.root().join("locks").join(format!("new-{}.lock", id))
 }
 
-/// Whether the husk creating container `id` still runs (holds its creation lock).
+/// Whether the husk creating container `id` still runs (holds its creation lock, made
+/// before anything else of the container: without one there is no creator).
 fn creator_alive(store: &Store, id: &str) -> Result<bool> {
     Ok(matches!(FileLock::probe(&creation_lock(store, id))?, LockProbe::Held))
 }

@@ -8,7 +8,9 @@
 //! is never removed under a container being made with it, and two creations never
 //! get the same name or subnet.
 use crate::layers::store::Store;
-use crate::util::{atomic_replace, half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock};
+use crate::util::{
+    atomic_replace, half_done_entries, locked_half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock,
+};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -322,11 +324,9 @@ fn remove_leftovers(store: &Store) {
     }
 }
 
-/// Those networks, with the exclusive lock that keeps them leftovers; None while
-/// another husk holds the lock (they may be in the making).
+/// Those networks, with the lock that keeps them leftovers (see `locked_half_done_entries`).
 pub fn leftovers(store: &Store) -> Result<Option<(FileLock, Vec<PathBuf>)>> {
-    let Some(lock) = FileLock::try_exclusive(&lock_path(store))? else { return Ok(None) };
-    Ok(Some((lock, half_done_entries(&networks_dir(store)))))
+    locked_half_done_entries(&lock_path(store), &networks_dir(store))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! created with it.
 use crate::layers::merge::{is_opaque, merge_into};
 use crate::layers::store::Store;
-use crate::util::{atomic_replace, half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock};
+use crate::util::{
+    atomic_replace, half_done_entries, locked_half_done_entries, remove_tree, rfc3339, unique_suffix, FileLock,
+};
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
@@ -209,11 +211,9 @@ pub fn remove_leftovers(store: &Store) {
     }
 }
 
-/// Those volumes, with the exclusive lock that keeps them leftovers; None while another
-/// husk holds the lock (they may be in the making).
+/// Those volumes, with the lock that keeps them leftovers (see `locked_half_done_entries`).
 pub fn leftovers(store: &Store) -> Result<Option<(FileLock, Vec<PathBuf>)>> {
-    let Some(lock) = FileLock::try_exclusive(&lock_path(store))? else { return Ok(None) };
-    Ok(Some((lock, half_done_entries(&volumes_dir(store)))))
+    locked_half_done_entries(&lock_path(store), &volumes_dir(store))
 }
 
 /// Removes the anonymous volumes among `mounts` that no container uses any more (after

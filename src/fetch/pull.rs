@@ -7,7 +7,7 @@ use super::reference::{is_valid_digest, Reference};
 use super::registry::{RegistryClient, MAX_DOCUMENT};
 use crate::layers::extract::{ExtractOptions, Ownership};
 use crate::layers::gc::remove_unreferenced;
-use crate::layers::images::{parse_config, tag_manifest};
+use crate::layers::images::{parse_config, resolve, tag_manifest, ImageRecord};
 use crate::layers::ingest::{ingest_layer, Compression, LayerTarget};
 use crate::layers::store::{chain_ids, sha256_digest, LayerInfo, Store, TmpArea};
 use crate::ns::idmap::IdMapping;
@@ -22,15 +22,6 @@ pub struct PullOptions {
     pub quiet: bool,
 }
 
-pub struct Pulled {
-    pub manifest_digest: String,
-    pub config_digest: String,
-    /// The image as stored, read while the pull still held the writers lock: a
-    /// concurrent rmi may remove it as soon as `pull` returns, and `run` and `build`
-    /// then find its layers gone under their own lock and say so.
-    pub image: crate::layers::images::ImageRecord,
-}
-
 pub fn extract_options(ids: &IdMapping) -> ExtractOptions {
     ExtractOptions {
         ownership: if ids.keeps_owners() { Ownership::Keep } else { Ownership::Ignore },
@@ -39,7 +30,8 @@ pub fn extract_options(ids: &IdMapping) -> ExtractOptions {
     }
 }
 
-pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOptions) -> Result<Pulled> {
+/// Pulls the image into the store and returns it as stored.
+pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOptions) -> Result<ImageRecord> {
     let progress = Progress::new(opts.quiet);
     let name = reference.to_string();
     progress.message(&format!("Trying to pull {}...", name));
@@ -121,8 +113,10 @@ pub fn pull(store: &Store, ids: &IdMapping, reference: &Reference, opts: &PullOp
     // Where the blobs came from, for a later push to mount them: a hint only.
     let _ = crate::layers::sources::record(store, &blobs, &reference.name());
     progress.message(&format!("Digest: {}", manifest_digest));
-    let image = crate::layers::images::resolve(store, &manifest_digest)?;
-    Ok(Pulled { manifest_digest, config_digest, image })
+    // Read while the writers lock is still held: a concurrent rmi may remove the image
+    // as soon as `pull` returns, and `run` and `build` then find its layers gone under
+    // their own lock and say so.
+    resolve(store, &manifest_digest)
 }
 
 struct Job {

@@ -22,18 +22,17 @@
 //! fetches it again), and the store is checked again, until nothing new is found.
 use super::diff::{same_content, sorted_names};
 use super::extract::{extract_layer, ExtractOptions, Ownership};
+use super::gc::InUse;
 use super::images::{normalize, parse_config};
 use super::store::{chain_ids, hex_of, remove_path, sha256_digest, HashingReader, LayerInfo, Store, TmpArea};
 use crate::fetch::reference::is_valid_digest;
 use crate::util::{atomic_write, remove_tree};
 use anyhow::{Context, Result};
 use oci_spec::image::{Descriptor, ImageManifest};
-use sha2::{Digest as _, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -194,27 +193,6 @@ enum Verdict {
     Differs(String),
     /// Its blob is not its content (another diff id), or it cannot be extracted.
     Unverifiable(String),
-}
-
-/// What the images, build cache entries and containers use.
-#[derive(Default)]
-struct InUse {
-    blobs: HashSet<String>,
-    layers: HashSet<String>,
-    /// Chain id -> the blob an image has it from.
-    layer_blobs: HashMap<String, String>,
-}
-
-impl InUse {
-    fn image(&mut self, manifest_digest: &str, manifest: &ImageManifest, chains: &[String]) {
-        self.blobs.insert(manifest_digest.to_string());
-        self.blobs.insert(manifest.config().digest().to_string());
-        for (layer, chain) in manifest.layers().iter().zip(chains) {
-            self.blobs.insert(layer.digest().to_string());
-            self.layer_blobs.entry(chain.clone()).or_insert_with(|| layer.digest().to_string());
-        }
-        self.layers.extend(chains.iter().cloned());
-    }
 }
 
 fn analyse_store<'a>(
@@ -680,15 +658,7 @@ pub fn relative(store: &Store, path: &Path) -> String {
 }
 
 fn hash_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf)? {
-            0 => return Ok(format!("sha256:{}", hex::encode(h.finalize()))),
-            n => h.update(&buf[..n]),
-        }
-    }
+    Ok(HashingReader::new(File::open(path)?, u64::MAX).finish()?.0)
 }
 
 /// Differences between two extracted layers, one line per path: type, permission bits,

@@ -598,14 +598,7 @@ mod tests {
     struct Tmp(PathBuf);
     impl Tmp {
         fn new(tag: &str) -> Tmp {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static N: AtomicU64 = AtomicU64::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "husk-diff-{}-{}-{}",
-                tag,
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
+            let p = std::env::temp_dir().join(format!("husk-diff-{}-{}", tag, crate::util::unique_suffix()));
             fs::create_dir_all(&p).unwrap();
             Tmp(p)
         }

@@ -3,7 +3,8 @@
 use super::images::{self, ImageRecord};
 use super::store::{LayerInfo, Store, TmpArea};
 use anyhow::Result;
-use std::collections::HashSet;
+use oci_spec::image::ImageManifest;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Default, Debug)]
 pub struct GcStats {
@@ -12,16 +13,30 @@ pub struct GcStats {
     pub bytes: u64,
 }
 
-/// What the images in the index use.
-struct InUse {
-    blobs: HashSet<String>,
-    layers: HashSet<String>,
+/// The blobs and layers that images (and containers) use.
+#[derive(Default)]
+pub(crate) struct InUse {
+    pub blobs: HashSet<String>,
+    pub layers: HashSet<String>,
+    /// Chain id -> the blob the first image added has it from.
+    pub layer_blobs: HashMap<String, String>,
 }
 
 impl InUse {
     fn add(&mut self, img: &ImageRecord) {
-        self.blobs.extend(image_blobs(img));
-        self.layers.extend(img.chain_ids.iter().cloned());
+        self.image(&img.manifest_digest, &img.manifest, &img.chain_ids);
+    }
+
+    /// An image's manifest, config and layer blobs, and its layers (`chains`, one per
+    /// layer of `manifest`).
+    pub fn image(&mut self, manifest_digest: &str, manifest: &ImageManifest, chains: &[String]) {
+        self.blobs.insert(manifest_digest.to_string());
+        self.blobs.insert(manifest.config().digest().to_string());
+        for (layer, chain) in manifest.layers().iter().zip(chains) {
+            self.blobs.insert(layer.digest().to_string());
+            self.layer_blobs.entry(chain.clone()).or_insert_with(|| layer.digest().to_string());
+        }
+        self.layers.extend(chains.iter().cloned());
     }
 }
 
@@ -33,7 +48,7 @@ fn image_blobs(img: &ImageRecord) -> impl Iterator<Item = String> + '_ {
 }
 
 fn in_use(store: &Store) -> Result<InUse> {
-    let mut used = InUse { blobs: HashSet::new(), layers: HashSet::new() };
+    let mut used = InUse::default();
     for img in images::list(store)? {
         used.add(&img);
     }

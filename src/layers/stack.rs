@@ -217,13 +217,7 @@ mod tests {
     }
 
     fn layers(n: usize) -> (Dir, Vec<PathBuf>) {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir().join(format!(
-            "husk-stack-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let base = std::env::temp_dir().join(format!("husk-stack-{}", crate::util::unique_suffix()));
         let v: Vec<PathBuf> = (0..n).map(|i| base.join(i.to_string())).collect();
         for l in &v {
             fs::create_dir_all(l).unwrap();

@@ -433,14 +433,7 @@ pub(crate) struct TempStore(pub PathBuf, pub Store);
 #[cfg(test)]
 impl TempStore {
     pub fn new(label: &str) -> TempStore {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "husk-{}-{}-{}",
-            label,
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let p = std::env::temp_dir().join(format!("husk-{}-{}", label, unique_suffix()));
         let store = Store::open(&p).unwrap();
         TempStore(p, store)
     }
