@@ -15,6 +15,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Command {
     /// Run a command in a new container
     #[command(disable_help_flag = true)]
@@ -22,30 +23,55 @@ enum Command {
     /// Create a container without starting it (same options as run)
     #[command(disable_help_flag = true)]
     Create(cmd::run::RunArgs),
+    /// Build an image from a Dockerfile
     Build(cmd::build::BuildArgs),
+    /// Start stopped containers
     Start(cmd::start::StartArgs),
+    /// Attach this terminal to a running container's output (and input, with -i)
     Attach(cmd::attach::AttachArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH; - for a tar stream)
     Cp(cmd::cp::CpArgs),
+    /// Run a command in a running container
     Exec(cmd::exec::ExecArgs),
+    /// Stop running containers (the stop signal, then SIGKILL after a grace period)
     Stop(cmd::stop::StopArgs),
+    /// Restart containers
     Restart(cmd::stop::RestartArgs),
+    /// Send a signal to running containers
     Kill(cmd::kill::KillArgs),
+    /// Wait for containers to stop and print their exit codes
     Wait(cmd::wait::WaitArgs),
+    /// Remove containers
     Rm(cmd::rm::RmArgs),
+    /// List containers
     Ps(cmd::ps::PsArgs),
+    /// Print a container's output
     Logs(cmd::logs::LogsArgs),
+    /// Show containers' configuration and state as JSON (in the shape of docker inspect)
     Inspect(cmd::inspect::InspectArgs),
+    /// Pull an image from a registry into the store
     Pull(cmd::pull::PullArgs),
+    /// Upload an image to a registry
     Push(cmd::push::PushArgs),
+    /// List images in the store
     Images(cmd::images::ImagesArgs),
+    /// Remove images (their layers go when no other image uses them)
     Rmi(cmd::rmi::RmiArgs),
+    /// Give an image another name
     Tag(cmd::tag::TagArgs),
+    /// Create a new image from a container's changes
     Commit(cmd::commit::CommitArgs),
+    /// Show the changes to a container's filesystem (A added, C changed, D deleted)
     Diff(cmd::diff::DiffArgs),
+    /// Export a container's filesystem as a tar archive
     Export(cmd::export::ExportArgs),
+    /// Create an image from a tar archive of a filesystem
     Import(cmd::import::ImportArgs),
+    /// Show the history of an image
     History(cmd::history::HistoryArgs),
+    /// Save images to a tar archive (standard output by default)
     Save(cmd::save::SaveArgs),
+    /// Load images from a tar archive (docker-archive or oci-archive; tar, gzip or zstd)
     Load(cmd::load::LoadArgs),
     /// Manage images
     #[command(subcommand)]
@@ -61,12 +87,19 @@ enum Command {
     Network(cmd::network::NetworkCmd),
     /// Show husk's configuration: store, id mapping
     Info,
+    /// Log in to a registry (credentials stored 0600 under $XDG_CONFIG_HOME/husk/auth.json)
     Login(cmd::login::LoginArgs),
+    /// Log out from a registry
     Logout(cmd::login::LogoutArgs),
+    /// Pause all processes within one or more containers
     Pause(cmd::pause::PauseArgs),
+    /// Unpause all processes within one or more containers
     Unpause(cmd::pause::UnpauseArgs),
+    /// Display the running processes of a container
     Top(cmd::top::TopArgs),
+    /// List port mappings of a container
     Port(cmd::port::PortArgs),
+    /// Display resource usage of containers (one sample; streaming is not supported yet)
     Stats(cmd::stats::StatsArgs),
     /// Write the man pages into DIR
     #[command(hide = true)]
@@ -76,18 +109,27 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ImageCmd {
+    /// Show an image's details as JSON
     Inspect(cmd::image_inspect::ImageInspectArgs),
     /// List images
     Ls(cmd::images::ImagesArgs),
+    /// Pull an image from a registry into the store
     Pull(cmd::pull::PullArgs),
+    /// Upload an image to a registry
     Push(cmd::push::PushArgs),
     /// Remove images
     Rm(cmd::rmi::RmiArgs),
+    /// Give an image another name
     Tag(cmd::tag::TagArgs),
+    /// Show the history of an image
     History(cmd::history::HistoryArgs),
+    /// Create an image from a tar archive of a filesystem
     Import(cmd::import::ImportArgs),
+    /// Save images to a tar archive (standard output by default)
     Save(cmd::save::SaveArgs),
+    /// Load images from a tar archive (docker-archive or oci-archive; tar, gzip or zstd)
     Load(cmd::load::LoadArgs),
 }
 

@@ -3,7 +3,6 @@ use crate::container::attach::{self, AttachOptions};
 use crate::container::Container;
 use anyhow::{bail, Result};
 
-/// Attach this terminal to a running container's output (and input, with -i)
 #[derive(clap::Args, Debug)]
 pub struct AttachArgs {
     /// Do not send this terminal's input

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Build an image from a Dockerfile
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
     /// Name the image NAME[:TAG] (repeatable)

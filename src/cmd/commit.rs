@@ -5,7 +5,6 @@ use crate::fetch::reference::Reference;
 use crate::layers::changes::parse_change;
 use anyhow::{bail, Result};
 
-/// Create a new image from a container's changes
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {
     /// Author (e.g. "Jane Doe <jane@example.com>")

@@ -3,7 +3,6 @@ use crate::container::{copy, Container};
 use anyhow::{bail, Result};
 use std::path::Path;
 
-/// Copy files between a container and the host (CONTAINER:PATH; - for a tar stream)
 #[derive(clap::Args, Debug)]
 pub struct CpArgs {
     /// Follow a symbolic link given as the source

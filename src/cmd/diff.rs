@@ -5,7 +5,6 @@ use crate::layers::diff::Diff;
 use anyhow::Result;
 use std::io::Write;
 
-/// Show the changes to a container's filesystem (A added, C changed, D deleted)
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {
     /// Container name, id or unique id prefix

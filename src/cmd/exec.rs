@@ -5,7 +5,6 @@ use crate::ns::run::Exit;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-/// Run a command in a running container
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
     /// Keep standard input open (otherwise the command reads nothing)

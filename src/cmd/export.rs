@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-/// Export a container's filesystem as a tar archive
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// Write to a file instead of stdout

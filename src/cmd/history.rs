@@ -4,7 +4,6 @@ use crate::util::{human_ago, human_size, parse_rfc3339};
 use anyhow::Result;
 use serde_json::json;
 
-/// Show the history of an image
 #[derive(clap::Args, Debug)]
 pub struct HistoryArgs {
     #[command(flatten)]

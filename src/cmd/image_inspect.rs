@@ -3,7 +3,6 @@ use crate::layers::images::{resolve, split_name};
 use anyhow::Result;
 use serde_json::json;
 
-/// Show an image's details as JSON
 #[derive(clap::Args, Debug)]
 pub struct ImageInspectArgs {
     /// Images, by name or id

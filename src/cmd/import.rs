@@ -6,7 +6,6 @@ use crate::layers::newlayer::store_tar_layer;
 use anyhow::{bail, Context, Result};
 use std::io::{Cursor, Read};
 
-/// Create an image from a tar archive of a filesystem
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// Apply a Dockerfile instruction to the image's config (as commit's --change)

@@ -4,7 +4,6 @@ use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
 
-/// Show containers' configuration and state as JSON (in the shape of docker inspect)
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
     /// Output format (only json)

@@ -2,7 +2,6 @@ use super::Ctx;
 use crate::container::{control, Container};
 use anyhow::Result;
 
-/// Send a signal to running containers
 #[derive(clap::Args, Debug)]
 pub struct KillArgs {
     /// Signal (name or number)

@@ -5,7 +5,6 @@ use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
-/// Load images from a tar archive (docker-archive or oci-archive; tar, gzip or zstd)
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
     /// Read from FILE instead of standard input

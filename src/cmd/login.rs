@@ -4,7 +4,6 @@ use crate::fetch::registry::RegistryClient;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, IsTerminal, Write};
 
-/// Log in to a registry (credentials stored 0600 under $XDG_CONFIG_HOME/husk/auth.json)
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
     /// Registry host[:port] (default docker.io)
@@ -18,7 +17,6 @@ pub struct LoginArgs {
     pub password_stdin: bool,
 }
 
-/// Log out from a registry
 #[derive(clap::Args, Debug)]
 pub struct LogoutArgs {
     /// Registry host[:port] (default docker.io)

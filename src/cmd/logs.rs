@@ -3,7 +3,6 @@ use crate::container::{log, Container};
 use anyhow::Result;
 use std::io::Write;
 
-/// Print a container's output
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
     /// Keep printing new output until the container stops

@@ -87,7 +87,7 @@ pub enum Format {
     Json,
 }
 
-/// `-q`, `--no-trunc` and `--format`, as the listing verbs with ids take them.
+// `-q`, `--no-trunc` and `--format`, as the listing verbs with ids take them.
 #[derive(clap::Args, Debug)]
 pub struct ListFlags {
     /// Only show ids

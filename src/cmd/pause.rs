@@ -11,7 +11,6 @@ use anyhow::{bail, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Pause all processes within one or more containers
 #[derive(clap::Args, Debug)]
 pub struct PauseArgs {
     /// Container names, ids or unique id prefixes
@@ -19,7 +18,6 @@ pub struct PauseArgs {
     pub containers: Vec<String>,
 }
 
-/// Unpause all processes within one or more containers
 #[derive(clap::Args, Debug)]
 pub struct UnpauseArgs {
     /// Container names, ids or unique id prefixes

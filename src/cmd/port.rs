@@ -3,7 +3,6 @@ use super::Ctx;
 use crate::container::Container;
 use anyhow::{bail, Result};
 
-/// List port mappings of a container
 #[derive(clap::Args, Debug)]
 pub struct PortArgs {
     /// Container name, id or unique id prefix

@@ -3,7 +3,6 @@ use crate::container::{self, State};
 use crate::util::{human_ago, parse_rfc3339};
 use anyhow::{bail, Result};
 
-/// List containers
 #[derive(clap::Args, Debug)]
 pub struct PsArgs {
     /// Show all containers (default: only running ones)

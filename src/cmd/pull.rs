@@ -4,7 +4,6 @@ use crate::fetch::pull::{pull, PullOptions};
 use crate::fetch::reference::Reference;
 use anyhow::Result;
 
-/// Pull an image from a registry into the store
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
     /// Image reference, e.g. alpine, docker.io/library/debian:bookworm, host:5000/app@sha256:...

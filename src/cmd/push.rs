@@ -6,7 +6,6 @@ use crate::layers::images::{normalize, resolve};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-/// Upload an image to a registry
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
     /// Image to push (name or id)

@@ -3,7 +3,6 @@ use crate::container::{control, remove_leftovers, Container};
 use anyhow::{bail, Result};
 use std::time::Duration;
 
-/// Remove containers
 #[derive(clap::Args, Debug)]
 pub struct RmArgs {
     /// Kill and remove running containers

@@ -3,7 +3,6 @@ use crate::layers::gc::collect;
 use crate::layers::images::{forget_manifest, normalize, resolve, untag};
 use anyhow::{bail, Result};
 
-/// Remove images (their layers go when no other image uses them)
 #[derive(clap::Args, Debug)]
 pub struct RmiArgs {
     /// Images to remove, by name or id

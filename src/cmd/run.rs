@@ -23,7 +23,6 @@ pub enum PullPolicy {
     Never,
 }
 
-/// Run a command in a new container
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to take it from husk's environment)

@@ -5,7 +5,6 @@ use crate::archive::ArchiveFormat;
 use anyhow::Result;
 use std::path::PathBuf;
 
-/// Save images to a tar archive (standard output by default)
 #[derive(clap::Args, Debug)]
 pub struct SaveArgs {
     /// Write to FILE (replaced only once the archive is complete) instead of standard output

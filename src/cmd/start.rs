@@ -2,7 +2,6 @@ use super::Ctx;
 use crate::container::{launch, usernet, Container};
 use anyhow::{bail, Result};
 
-/// Start stopped containers
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
     /// Attach: run in the foreground with this terminal's output (and exit status)

@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// Display resource usage of containers (one sample; streaming is not supported yet)
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
     /// Container names, ids or unique id prefixes (default: all running containers)

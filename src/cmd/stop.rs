@@ -3,7 +3,6 @@ use crate::container::{control, Container};
 use anyhow::Result;
 use std::time::Duration;
 
-/// Stop running containers (the stop signal, then SIGKILL after a grace period)
 #[derive(clap::Args, Debug)]
 pub struct StopArgs {
     /// Seconds to wait before SIGKILL
@@ -21,7 +20,6 @@ pub fn run(ctx: &Ctx, args: StopArgs) -> Result<i32> {
     })
 }
 
-/// Restart containers
 #[derive(clap::Args, Debug)]
 pub struct RestartArgs {
     /// Seconds to wait before SIGKILL

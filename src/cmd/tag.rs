@@ -4,7 +4,6 @@ use crate::layers::images::{resolve, tag_manifest};
 use anyhow::Result;
 use oci_spec::image::Descriptor;
 
-/// Give an image another name
 #[derive(clap::Args, Debug)]
 pub struct TagArgs {
     /// Existing image (name or id)

@@ -6,7 +6,6 @@ use crate::container::Container;
 use anyhow::{bail, Result};
 use std::fs;
 
-/// Display the running processes of a container
 #[derive(clap::Args, Debug)]
 pub struct TopArgs {
     /// Container name, id or unique id prefix

@@ -2,7 +2,6 @@ use super::Ctx;
 use crate::container::{control, Container};
 use anyhow::Result;
 
-/// Wait for containers to stop and print their exit codes
 #[derive(clap::Args, Debug)]
 pub struct WaitArgs {
     #[arg(required = true)]
