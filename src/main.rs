@@ -103,9 +103,7 @@ enum Command {
     Stats(cmd::stats::StatsArgs),
     /// Write the man pages into DIR
     #[command(hide = true)]
-    GenerateMan {
-        dir: PathBuf,
-    },
+    GenerateMan { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

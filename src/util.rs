@@ -88,6 +88,19 @@ impl FileLock {
         Self::take(path, FlockArg::LockShared)
     }
 
+    /// Locks the directory itself (no lock file to create or delete). The lock follows
+    /// the directory through renames.
+    pub fn directory(path: &Path) -> Result<FileLock> {
+        loop {
+            let dir = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            match Flock::lock(dir, FlockArg::LockExclusive) {
+                Ok(l) => return Ok(FileLock { _lock: l }),
+                Err((_, nix::errno::Errno::EINTR)) => continue,
+                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+            }
+        }
+    }
+
     /// Takes the lock without waiting; `None` when another process holds it.
     pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
         match Flock::lock(Self::open(path)?, FlockArg::LockExclusiveNonblock) {

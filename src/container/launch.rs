@@ -41,7 +41,7 @@ pub fn run_options(store: &Store, c: &Container, spec: &Spec, detached: bool) ->
             lowerdirs,
             upper: c.dir.join("upper"),
             work: c.dir.join("work"),
-            target: c.dir.join("rootfs"),
+            target: super::rootfs_mount_point(store)?,
             etc_files: etc_files(&hostname, &mode),
             volatile: s.auto_remove,
         },

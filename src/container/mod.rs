@@ -1,7 +1,8 @@
 //! Containers on disk: `containers/<id>/` holds the OCI runtime config (`config.json`),
 //! the state (`state.json`), the log (`log.json`), the writable layer (`upper/`,
-//! `work/`) and the rootfs mount point. Changes of state happen under the container's
-//! lock (`.lock` in its directory).
+//! `work/`); its root filesystem is mounted on the store's one `rootfs-mount/`, in the
+//! container's own mount namespace. Changes of state happen under the container's lock
+//! (an flock of its directory).
 pub mod attach;
 pub mod check;
 pub mod control;
@@ -122,6 +123,17 @@ pub struct Container {
 
 fn containers_dir(store: &Store) -> PathBuf {
     store.root().join("containers")
+}
+
+pub const ROOTFS_MOUNT_POINT: &str = "rootfs-mount";
+
+/// Where every container's process mounts its root filesystem before pivot_root. Each
+/// mounts it in its own mount namespace, so one empty directory serves them all and a
+/// container's start and removal make one directory fewer on the disk.
+pub fn rootfs_mount_point(store: &Store) -> Result<PathBuf> {
+    let dir = store.root().join(ROOTFS_MOUNT_POINT);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn random_id() -> Result<String> {
@@ -331,7 +343,7 @@ impl Container {
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut c = Container { dir, state: State::default() };
         let result = (|| {
-            for sub in ["upper", "work", "rootfs"] {
+            for sub in ["upper", "work"] {
                 fs::create_dir(c.dir.join(sub)).with_context(|| format!("creating {}", c.dir.join(sub).display()))?;
             }
             let name = match name {
@@ -463,12 +475,13 @@ impl Container {
         Ok(())
     }
 
-    /// The container's lock; every change of its state happens under it.
+    /// The container's lock (on its directory, which removal renames away); every
+    /// change of its state happens under it.
     pub fn lock(&self) -> Result<FileLock> {
         if !self.dir.is_dir() {
             bail!("no such container: {}", self.state.id);
         }
-        FileLock::exclusive(&self.dir.join(".lock"))
+        FileLock::directory(&self.dir).with_context(|| format!("no such container: {}", self.state.id))
     }
 
     pub fn spec(&self) -> Result<oci_spec::runtime::Spec> {

@@ -97,7 +97,8 @@ pub fn build(i: &SpecInput) -> Result<Spec> {
             },
             "noNewPrivileges": i.security.no_new_privileges
         },
-        "root": {"path": "rootfs", "readonly": i.read_only},
+        // Relative to the bundle (the container's directory), as OCI has it.
+        "root": {"path": format!("../../{}", super::ROOTFS_MOUNT_POINT), "readonly": i.read_only},
         "hostname": i.hostname,
         "mounts": mounts,
         "linux": {

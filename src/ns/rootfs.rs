@@ -458,7 +458,17 @@ fn populate_dev(root: &OwnedFd, devdir: &OwnedFd) -> Result<()> {
     for dev in HOST_DEVICES {
         let host = Path::new("/dev").join(dev);
         if host.exists() {
-            let fd = ensure_in_root(root, &Path::new("/dev").join(dev), false)?;
+            // /dev is normally the container's fresh tmpfs: make the mount point there
+            // directly; only what already exists (a /dev the user mounted) is resolved.
+            let fd = match openat_owned(
+                devdir.as_raw_fd(),
+                dev.as_bytes(),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            ) {
+                Err(Errno::EEXIST) => ensure_in_root(root, &host, false)?,
+                made => made.with_context(|| format!("creating /dev/{}", dev))?,
+            };
             bind(&host, &fd_path(&fd), false, false)?;
         }
     }
