@@ -2,7 +2,8 @@
 //! the state (`state.json`), the log (`log.json`), the writable layer (`upper/`,
 //! `work/`); its root filesystem is mounted on the store's one `rootfs-mount/`, in the
 //! container's own mount namespace. Changes of state happen under the container's lock
-//! (an flock of its directory).
+//! (an flock of its directory). A removed container's emptied directory may wait as
+//! `containers/.spare-<n>` for the next one (`spare`).
 pub mod attach;
 pub mod check;
 pub mod control;
@@ -16,6 +17,7 @@ pub mod network;
 pub mod process;
 pub mod security;
 pub mod snapshot;
+pub mod spare;
 pub mod spec;
 pub mod user;
 pub mod usernet;
@@ -298,9 +300,14 @@ pub struct Removed {
 }
 
 impl Removed {
-    /// Deletes the files (those of the container's users need the user namespace).
+    /// Deletes the files (those of the container's users need the user namespace); the
+    /// emptied directory may wait as a spare for the next container.
     pub fn delete_files(&self) -> Result<()> {
-        delete_container_files(&self.files)
+        let containers = self.files.parent().context("a container directory has a parent")?;
+        match spare::keep(containers, &self.files) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => delete_container_files(&self.files),
+        }
     }
 }
 
@@ -340,10 +347,14 @@ impl Container {
         let id = random_id()?;
         let creating = FileLock::exclusive(&creation_lock(store, &id))?;
         let dir = containers_dir(store).join(format!("{}{}", CREATING, id));
-        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let spare = spare::claim(&containers_dir(store), &dir)?;
+        if !spare {
+            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let mut c = Container { dir, state: State::default() };
         let result = (|| {
-            for sub in ["upper", "work"] {
+            let made = if spare { &["upper"][..] } else { &["upper", "work"][..] };
+            for sub in made {
                 fs::create_dir(c.dir.join(sub)).with_context(|| format!("creating {}", c.dir.join(sub).display()))?;
             }
             let name = match name {
