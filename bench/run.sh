@@ -236,7 +236,7 @@ done
 
 # every `husk run --rm` should have removed its container
 if [ -d "$HUSK_STORE/containers" ]; then
-	n=$(find "$HUSK_STORE/containers" -mindepth 1 -maxdepth 1 | wc -l)
+	n=$(find "$HUSK_STORE/containers" -mindepth 1 -maxdepth 1 ! -name '.spare-*' | wc -l)
 	[ "$n" = 0 ] || bench_log "warning: $n container dir(s) left in $HUSK_STORE/containers after husk run --rm"
 fi
 

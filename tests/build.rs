@@ -72,7 +72,7 @@ fn layer_dirs(h: &Husk) -> usize {
 }
 
 fn containers(h: &Husk) -> usize {
-    fs::read_dir(h.store().join("containers")).map(|rd| rd.count()).unwrap_or(0)
+    h.container_entries().len()
 }
 
 fn run_in(h: &Husk, opts: &[&str], image: &str, script: &str) -> String {

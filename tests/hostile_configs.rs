@@ -341,7 +341,7 @@ fn image(tag: &str) -> String {
 }
 
 fn containers(h: &Husk) -> usize {
-    std::fs::read_dir(h.store().join("containers")).map(|rd| rd.count()).unwrap_or(0)
+    h.container_entries().len()
 }
 
 fn run_case(h: &Husk, c: &Case) -> Result<String, String> {

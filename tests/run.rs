@@ -66,12 +66,7 @@ fn containers_dir(h: &Husk) -> PathBuf {
 
 /// Container directories (full ids) in the store.
 fn containers(h: &Husk) -> BTreeSet<String> {
-    match fs::read_dir(containers_dir(h)) {
-        Ok(rd) => {
-            rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-        }
-        Err(_) => BTreeSet::new(),
-    }
+    h.container_entries().into_iter().filter(|n| containers_dir(h).join(n).is_dir()).collect()
 }
 
 /// The one container created since `before`.
@@ -674,6 +669,38 @@ fn write_isolation_with_subids() {
 #[test]
 fn write_isolation_without_subids() {
     write_isolation(TestUser::NoSub);
+}
+
+/// A removed container's emptied directory waits as a spare (`containers/.spare-N`) and
+/// the next container is made from it; nothing of the first one's files or of what it
+/// did to `/` reaches the next (its writable layer is always new). `system prune`
+/// deletes the spares; `system check` has nothing to say about them.
+#[test]
+fn a_spare_directory_carries_nothing_to_the_next_container() {
+    let h = setup(TestUser::Sub);
+    let spares = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(containers_dir(&h))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.retain(|n| n.starts_with(".spare-"));
+        v
+    };
+    sh_ok(&h, &["--rm"], "echo secret > /left && echo x > /tmp/t && chmod 700 / && touch -d 2001-01-01 /");
+    assert_eq!(spares(), [".spare-0"], "the removed container's directory is kept");
+    let before = containers(&h);
+    let out = sh_ok(&h, &[], "test -e /left && echo left; test -e /tmp/t && echo tmp; stat -c '%a %Y' /");
+    let id = new_container(&h, &before);
+    assert!(spares().is_empty(), "the next container took the spare");
+    let (mode, mtime) = out.trim_end().split_once(' ').unwrap_or_else(|| panic!("only stat's line expected: {out:?}"));
+    assert_ne!(mode, "700", "/ has a new writable layer's mode");
+    assert!(mtime.parse::<u64>().unwrap() > 1_500_000_000, "/ has a new writable layer's time, not 2001: {out}");
+    let names: Vec<_> = fs::read_dir(containers_dir(&h).join(&id)).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(names.iter().any(|n| n == "upper") && names.iter().any(|n| n == "work"), "{names:?}");
+    h.run(&["rm", &id]).assert_ok();
+    assert_eq!(spares(), [".spare-0"]);
+    h.run(&["system", "check"]).assert_ok();
+    h.run(&["system", "prune", "-f"]).assert_ok();
+    assert!(fs::read_dir(containers_dir(&h)).unwrap().next().is_none(), "prune deletes the spares");
 }
 
 /// The busybox fixture has no /proc, /dev, /sys nor /etc/hosts etc.: the mount points

@@ -293,6 +293,20 @@ pub fn remove_leftovers(store: &Store, removed: bool) {
     }
 }
 
+/// Deletes the spare directories (`system prune`): each is taken as a new container
+/// would take it, so no creation gets one half-deleted, and deleted as a removed
+/// container's files are.
+pub fn remove_spares(store: &Store) -> Result<()> {
+    let _deleting = FileLock::shared(&removal_lock(store))?;
+    loop {
+        let aside = containers_dir(store).join(format!("{}spare-{}", REMOVING, crate::util::unique_suffix()));
+        if !spare::claim(&containers_dir(store), &aside)? {
+            return Ok(());
+        }
+        delete_container_files(&aside)?;
+    }
+}
+
 /// A removed container's files, until deleted.
 pub struct Removed {
     files: PathBuf,

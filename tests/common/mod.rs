@@ -932,6 +932,17 @@ impl Husk {
         self.home.join(".local/share/husk")
     }
 
+    /// The entries of the store's containers/ (ids, and what a killed husk left), not the
+    /// emptied directories husk keeps there as spares (`.spare-N`) for new containers.
+    pub fn container_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.store().join("containers"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.retain(|n| !n.starts_with(".spare-"));
+        v.sort();
+        v
+    }
+
     /// Command running husk as the user, in a clean environment
     /// (HOME, PATH, USER, LOGNAME only; no XDG_* variables), cwd = HOME.
     pub fn cmd(&self, args: &[&str]) -> Command {
