@@ -672,9 +672,9 @@ fn write_isolation_without_subids() {
 }
 
 /// A removed container's emptied directory waits as a spare (`containers/.spare-N`) and
-/// the next container is made from it; nothing of the first one's files or of what it
-/// did to `/` reaches the next (its writable layer is always new). `system prune`
-/// deletes the spares; `system check` has nothing to say about them.
+/// the next container is made in it; nothing of the first one's files or of what it did
+/// to `/` reaches the next (its writable layer and work dir are always new). `system
+/// prune` deletes the spares; `system check` has nothing to say about them.
 #[test]
 fn a_spare_directory_carries_nothing_to_the_next_container() {
     let h = setup(TestUser::Sub);
@@ -1250,10 +1250,10 @@ fn nothing_left(user: TestUser) {
     let left = gone_soon(&home_env);
     assert!(left.is_empty(), "husk processes left:\n{}", describe_pids(&left));
     // no mount of the container on the host
-    let rootfs = containers_dir(&h).join(&id);
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mi.contains(&rootfs.display().to_string()), "mount left on the host:\n{mi}");
-    assert!(!mi.contains(&h.home.display().to_string()), "mount under HOME left on the host:\n{mi}");
+    for path in [containers_dir(&h).join(&id), h.store().join("rootfs-mount"), h.home.clone()] {
+        assert!(!mi.contains(&path.display().to_string()), "mount on {} left on the host:\n{mi}", path.display());
+    }
     // the container dir can be removed by the test user's own tools (nothing busy, nothing mounted)
     let st = state(&h, &id);
     assert_eq!((st["status"].as_str(), st["exit_code"].as_i64()), (Some("exited"), Some(0)), "{st}");

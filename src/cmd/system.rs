@@ -193,7 +193,7 @@ fn prune(ctx: &Ctx, args: PruneArgs) -> Result<i32> {
     let _gc = store.lock_gc()?;
     store.clean_tmp()?;
     crate::container::remove_leftovers(&store, true);
-    crate::container::remove_spares(&store)?;
+    crate::container::remove_spares(&store);
     // Images that containers were made from stay, as with `rmi` without -f.
     let used: HashSet<String> = crate::container::list(&store)?.into_iter().map(|c| c.image_id).collect();
     for img in list(&store)? {

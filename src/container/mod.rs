@@ -293,17 +293,23 @@ pub fn remove_leftovers(store: &Store, removed: bool) {
     }
 }
 
+/// Where a spare directory goes that is not used: among removed containers' files, which
+/// the next cleaner deletes.
+fn spare_aside(store: &Store) -> PathBuf {
+    containers_dir(store).join(format!("{}spare-{}", REMOVING, crate::util::unique_suffix()))
+}
+
 /// Deletes the spare directories (`system prune`): each is taken as a new container
 /// would take it, so no creation gets one half-deleted, and deleted as a removed
-/// container's files are.
-pub fn remove_spares(store: &Store) -> Result<()> {
-    let _deleting = FileLock::shared(&removal_lock(store))?;
+/// container's files are (one that cannot be stays for the next cleaner).
+pub fn remove_spares(store: &Store) {
+    let Ok(_deleting) = FileLock::shared(&removal_lock(store)) else { return };
     loop {
-        let aside = containers_dir(store).join(format!("{}spare-{}", REMOVING, crate::util::unique_suffix()));
-        if !spare::claim(&containers_dir(store), &aside)? {
-            return Ok(());
+        let aside = spare_aside(store);
+        if !spare::claim(&containers_dir(store), &aside, || spare_aside(store)) {
+            return;
         }
-        delete_container_files(&aside)?;
+        let _ = delete_container_files(&aside);
     }
 }
 
@@ -361,14 +367,12 @@ impl Container {
         let id = random_id()?;
         let creating = FileLock::exclusive(&creation_lock(store, &id))?;
         let dir = containers_dir(store).join(format!("{}{}", CREATING, id));
-        let spare = spare::claim(&containers_dir(store), &dir)?;
-        if !spare {
+        if !spare::claim(&containers_dir(store), &dir, || spare_aside(store)) {
             fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let mut c = Container { dir, state: State::default() };
         let result = (|| {
-            let made = if spare { &["upper"][..] } else { &["upper", "work"][..] };
-            for sub in made {
+            for sub in ["upper", "work"] {
                 fs::create_dir(c.dir.join(sub)).with_context(|| format!("creating {}", c.dir.join(sub).display()))?;
             }
             let name = match name {
