@@ -91,14 +91,9 @@ impl FileLock {
     /// Locks the directory itself (no lock file to create or delete). The lock follows
     /// the directory through renames.
     pub fn directory(path: &Path) -> Result<FileLock> {
-        loop {
-            let dir = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            match Flock::lock(dir, FlockArg::LockExclusive) {
-                Ok(l) => return Ok(FileLock { _lock: l }),
-                Err((_, nix::errno::Errno::EINTR)) => continue,
-                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
-            }
-        }
+        Self::take_with(path, FlockArg::LockExclusive, |p| {
+            File::open(p).with_context(|| format!("opening {}", p.display()))
+        })
     }
 
     /// Takes the lock without waiting; `None` when another process holds it.
@@ -137,8 +132,13 @@ impl FileLock {
     }
 
     fn take(path: &Path, arg: FlockArg) -> Result<FileLock> {
+        Self::take_with(path, arg, Self::open)
+    }
+
+    /// Opens `path` with `open` and waits for the lock (again after a signal).
+    fn take_with(path: &Path, arg: FlockArg, open: impl Fn(&Path) -> Result<File>) -> Result<FileLock> {
         loop {
-            match Flock::lock(Self::open(path)?, arg) {
+            match Flock::lock(open(path)?, arg) {
                 Ok(l) => return Ok(FileLock { _lock: l }),
                 Err((_, nix::errno::Errno::EINTR)) => continue,
                 Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),

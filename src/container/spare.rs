@@ -8,6 +8,7 @@
 //! attributes of the container's `/`, and the overlay work dir may still be in use by a
 //! mount that outlives the container (a `husk cp` still in its mount namespace): both
 //! are always made anew.
+use crate::layers::store::remove_path;
 use anyhow::{Context, Result};
 use nix::fcntl::{renameat2, RenameFlags};
 use std::fs;
@@ -47,12 +48,7 @@ pub fn keep(containers: &Path, dir: &Path) -> Result<bool> {
     // overlayfs leaves work/work with mode 000: deleted before the tree walk reads it
     let _ = fs::remove_dir(dir.join("work/work"));
     for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            crate::util::remove_tree(&e.path())?;
-        } else {
-            fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
-        }
+        remove_path(&e?.path())?;
     }
     let mode = fs::metadata(containers)?.permissions().mode();
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;

@@ -30,10 +30,8 @@ impl InUse {
     /// An image's manifest, config and layer blobs, and its layers (`chains`, one per
     /// layer of `manifest`).
     pub fn image(&mut self, manifest_digest: &str, manifest: &ImageManifest, chains: &[String]) {
-        self.blobs.insert(manifest_digest.to_string());
-        self.blobs.insert(manifest.config().digest().to_string());
+        self.blobs.extend(manifest_blobs(manifest_digest, manifest));
         for (layer, chain) in manifest.layers().iter().zip(chains) {
-            self.blobs.insert(layer.digest().to_string());
             self.layer_blobs.entry(chain.clone()).or_insert_with(|| layer.digest().to_string());
         }
         self.layers.extend(chains.iter().cloned());
@@ -41,10 +39,10 @@ impl InUse {
 }
 
 /// The manifest, config and layer blobs of an image.
-fn image_blobs(img: &ImageRecord) -> impl Iterator<Item = String> + '_ {
-    [img.manifest_digest.clone(), img.config_digest.clone()]
+fn manifest_blobs<'a>(manifest_digest: &str, manifest: &'a ImageManifest) -> impl Iterator<Item = String> + 'a {
+    [manifest_digest.to_string(), manifest.config().digest().to_string()]
         .into_iter()
-        .chain(img.manifest.layers().iter().map(|l| l.digest().to_string()))
+        .chain(manifest.layers().iter().map(|l| l.digest().to_string()))
 }
 
 fn in_use(store: &Store) -> Result<InUse> {
@@ -115,7 +113,7 @@ pub fn remove_unnamed_images(store: &Store, tmp: &TmpArea, gone: &[ImageRecord],
         used.add(img);
     }
     for img in gone {
-        for digest in image_blobs(img).filter(|d| !used.blobs.contains(d)) {
+        for digest in manifest_blobs(&img.manifest_digest, &img.manifest).filter(|d| !used.blobs.contains(d)) {
             store.remove_blob(&digest)?;
         }
         for chain in img.chain_ids.iter().filter(|c| !used.layers.contains(*c)) {
